@@ -1,0 +1,291 @@
+//! Owned packet buffers and the fixed-size arrays that carry them in bursts.
+
+use std::mem::MaybeUninit;
+use std::ptr::NonNull;
+
+use dpdk_sys as sys;
+
+/// Packets per rx burst and per tx batch: DPDK's customary 32.
+pub const BURST_SIZE: usize = 32;
+
+/// One reference to a packet buffer. Dropping it gives the reference back
+/// (`rte_pktmbuf_free`); a buffer shared with [`Mbuf::share`] is freed with its last reference.
+#[repr(transparent)]
+pub struct Mbuf(NonNull<sys::rte_mbuf>);
+
+// SAFETY: an mbuf reference may be handed to another lcore: DPDK's free path is thread-safe
+// (atomic refcount, mempool ring), and this handle is the only one through which it is used.
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    #[inline(always)]
+    fn raw(&self) -> &sys::rte_mbuf {
+        // SAFETY: the pointer came from DPDK (rx burst or alloc) and stays valid until this
+        // handle is dropped; only plain fields are read through the reference.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// The bytes of the first segment (the whole frame unless [`Mbuf::nb_segs`] > 1).
+    #[inline(always)]
+    pub fn data(&self) -> &[u8] {
+        let m = self.raw();
+        // SAFETY: buf_addr + data_off is the start of the first segment's data and data_len
+        // bytes from there lie inside the buffer (mbuf invariant); the memory stays valid and
+        // is not written while this shared reference to the handle exists.
+        unsafe {
+            std::slice::from_raw_parts(
+                m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
+                usize::from(m.data_len),
+            )
+        }
+    }
+
+    /// Length of the whole packet, all segments.
+    #[inline(always)]
+    pub fn pkt_len(&self) -> u32 {
+        self.raw().pkt_len
+    }
+
+    /// Number of segments in the chain.
+    #[inline(always)]
+    pub fn nb_segs(&self) -> u16 {
+        self.raw().nb_segs
+    }
+
+    /// The port the packet was received on, as the PMD recorded it.
+    #[inline(always)]
+    pub fn port(&self) -> u16 {
+        self.raw().port
+    }
+
+    /// Hints the CPU to bring the first line of frame data into cache.
+    #[inline(always)]
+    pub fn prefetch_data(&self) {
+        let m = self.raw();
+        // SAFETY: prefetching is a hint without memory effects; the address is inside the buffer.
+        unsafe {
+            sys::pmdswitch_prefetch0(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)).cast())
+        }
+    }
+
+    /// Makes `n` more references to this buffer with one atomic refcount update and hands each
+    /// to `each`: how a frame is flooded to several ports without copying it.
+    #[inline]
+    pub fn share(&self, n: u16, mut each: impl FnMut(Mbuf)) {
+        if n == 0 {
+            return;
+        }
+        let delta = i16::try_from(n).expect("fewer than 32768 references at once");
+        // SAFETY: this handle holds a reference, so the mbuf is live; the update adds `n`
+        // references, each of which is owned by exactly one Mbuf created below.
+        unsafe { sys::rte_mbuf_refcnt_update(self.0.as_ptr(), delta) };
+        for _ in 0..n {
+            each(Mbuf(self.0));
+        }
+    }
+}
+
+impl Drop for Mbuf {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: this handle owns one reference to a live mbuf and gives it back exactly once.
+        unsafe { sys::rte_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// Up to [`BURST_SIZE`] received packets, in a fixed array on the stack.
+pub struct Burst {
+    mbufs: [MaybeUninit<Mbuf>; BURST_SIZE],
+    len: usize,
+}
+
+impl Default for Burst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Burst {
+    /// An empty burst.
+    pub fn new() -> Self {
+        Burst {
+            mbufs: [const { MaybeUninit::uninit() }; BURST_SIZE],
+            len: 0,
+        }
+    }
+
+    /// Number of packets held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no packet is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Raw slot array for an rx burst to fill; the burst must be empty.
+    pub(crate) fn fill_ptr(&mut self) -> *mut *mut sys::rte_mbuf {
+        debug_assert_eq!(self.len, 0);
+        // Mbuf is repr(transparent) over NonNull<rte_mbuf>, so a slot has the layout of a pointer.
+        self.mbufs.as_mut_ptr().cast()
+    }
+
+    /// Records that the first `n` slots were filled with valid mbuf pointers.
+    pub(crate) fn set_len(&mut self, n: usize) {
+        debug_assert!(n <= BURST_SIZE);
+        self.len = n;
+    }
+
+    /// Takes the packets out, in order, leaving the burst empty.
+    pub fn drain(&mut self) -> BurstDrain<'_> {
+        let len = std::mem::take(&mut self.len);
+        BurstDrain {
+            burst: self,
+            next: 0,
+            len,
+        }
+    }
+}
+
+impl Drop for Burst {
+    fn drop(&mut self) {
+        drop(self.drain());
+    }
+}
+
+/// Iterator over a drained [`Burst`]; packets not taken are freed when it is dropped.
+pub struct BurstDrain<'a> {
+    burst: &'a mut Burst,
+    next: usize,
+    len: usize,
+}
+
+impl BurstDrain<'_> {
+    /// The packet `k` places after the next one to be taken, if any (for prefetching).
+    #[inline(always)]
+    pub fn ahead(&self, k: usize) -> Option<&Mbuf> {
+        let i = self.next + k;
+        if i < self.len {
+            // SAFETY: slots next..len hold initialised mbufs not yet taken.
+            Some(unsafe { self.burst.mbufs[i].assume_init_ref() })
+        } else {
+            None
+        }
+    }
+}
+
+impl Iterator for BurstDrain<'_> {
+    type Item = Mbuf;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Mbuf> {
+        if self.next < self.len {
+            // SAFETY: slot `next` is initialised and not yet taken; advancing `next` makes this
+            // the only read of it, so ownership moves out exactly once.
+            let m = unsafe { self.burst.mbufs[self.next].assume_init_read() };
+            self.next += 1;
+            Some(m)
+        } else {
+            None
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.len - self.next;
+        (n, Some(n))
+    }
+}
+
+impl Drop for BurstDrain<'_> {
+    fn drop(&mut self) {
+        for m in self.by_ref() {
+            drop(m);
+        }
+    }
+}
+
+/// Packets waiting to be sent on one tx queue, flushed as one `rte_eth_tx_burst`.
+pub struct TxBatch {
+    mbufs: [MaybeUninit<Mbuf>; BURST_SIZE],
+    len: usize,
+}
+
+impl Default for TxBatch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TxBatch {
+    /// An empty batch.
+    pub const fn new() -> Self {
+        TxBatch {
+            mbufs: [const { MaybeUninit::uninit() }; BURST_SIZE],
+            len: 0,
+        }
+    }
+
+    /// Number of packets waiting.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing waits.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// True when another push would not fit.
+    #[inline(always)]
+    pub fn is_full(&self) -> bool {
+        self.len == BURST_SIZE
+    }
+
+    /// Adds a packet; gives it back when the batch is full.
+    #[inline(always)]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == BURST_SIZE {
+            return Err(m);
+        }
+        self.mbufs[self.len].write(m);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Frees every waiting packet and returns how many there were.
+    pub fn discard(&mut self) -> usize {
+        let n = self.len;
+        self.release_from(0);
+        n
+    }
+
+    /// Hands the waiting packets to DPDK as raw pointers: the batch forgets the first `sent`
+    /// (DPDK owns them now) and frees the rest. Returns `sent`.
+    pub(crate) fn complete(&mut self, sent: usize) -> usize {
+        let sent = sent.min(self.len);
+        self.release_from(sent);
+        sent
+    }
+
+    /// Raw pointer array of the waiting packets for `rte_eth_tx_burst`.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut *mut sys::rte_mbuf {
+        self.mbufs.as_mut_ptr().cast()
+    }
+
+    fn release_from(&mut self, start: usize) {
+        let len = std::mem::take(&mut self.len);
+        for slot in &mut self.mbufs[start..len] {
+            // SAFETY: slots start..len are initialised and, with len reset above, never read again.
+            drop(unsafe { slot.assume_init_read() });
+        }
+    }
+}
+
+impl Drop for TxBatch {
+    fn drop(&mut self) {
+        self.discard();
+    }
+}

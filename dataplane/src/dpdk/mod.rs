@@ -1,0 +1,78 @@
+//! The safe layer over DPDK: the only place above `dpdk-sys` that holds `unsafe`.
+//!
+//! Ownership carries DPDK's rules: an [`Mbuf`] frees itself when dropped, a [`Mempool`] lives
+//! until every port that draws from it is closed, an [`RxQueue`] is handed out once (one poller
+//! per queue), and a [`Port`] can be stopped only through unique ownership, which the control
+//! thread gets back once every worker has dropped its queue handles.
+
+mod eal;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use eal::{tsc, tsc_hz, Eal, LcoreId};
+pub use mbuf::{Burst, BurstDrain, Mbuf, TxBatch, BURST_SIZE};
+pub use mempool::Mempool;
+pub use port::{Link, Port, PortConfig, PortId, PortInfo, PortStats, RxQueue, TxQueue};
+
+use std::ffi::CStr;
+
+use dpdk_sys as sys;
+
+/// The largest number of ethdev ports this DPDK build supports (`RTE_MAX_ETHPORTS`).
+pub const MAX_PORTS: usize = sys::RTE_MAX_ETHPORTS as usize;
+
+/// A DPDK call that failed: which operation, and the errno it reported.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op}: {message} (errno {errno})")]
+pub struct DpdkError {
+    /// The DPDK operation and its subject, e.g. `rte_eth_dev_configure(port 0)`.
+    pub op: String,
+    /// The positive errno value.
+    pub errno: i32,
+    /// `rte_strerror(errno)`.
+    pub message: String,
+}
+
+impl DpdkError {
+    /// Builds an error from a DPDK return code (`-errno`) or, when it is not negative, `rte_errno`.
+    pub(crate) fn from_ret(op: impl Into<String>, ret: i32) -> Self {
+        let errno = if ret < 0 { -ret } else { rte_errno() };
+        DpdkError {
+            op: op.into(),
+            errno,
+            message: strerror(errno),
+        }
+    }
+
+    /// Builds an error from the calling thread's `rte_errno`.
+    pub(crate) fn from_errno(op: impl Into<String>) -> Self {
+        Self::from_ret(op, 0)
+    }
+}
+
+fn rte_errno() -> i32 {
+    // SAFETY: reads the calling thread's rte_errno through the shim; no arguments, no state changed.
+    unsafe { sys::pmdswitch_rte_errno() }
+}
+
+fn strerror(errno: i32) -> String {
+    // SAFETY: rte_strerror returns a pointer to a static or thread-local NUL-terminated string
+    // that stays valid until the next call on this thread; it is copied out at once.
+    unsafe {
+        let p = sys::rte_strerror(errno);
+        if p.is_null() {
+            format!("error {errno}")
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// The version string of the DPDK library the process loaded (`rte_version()`).
+pub fn runtime_version() -> String {
+    // SAFETY: rte_version returns a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(sys::pmdswitch_rte_version()) }
+        .to_string_lossy()
+        .into_owned()
+}

@@ -1,0 +1,528 @@
+//! Ethernet ports (ethdev): probed from a devargs string, configured, started, polled.
+
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use dpdk_sys as sys;
+
+use super::mbuf::{Burst, TxBatch, BURST_SIZE};
+use super::{DpdkError, Mempool};
+
+/// An ethdev port id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PortId(pub u16);
+
+impl fmt::Display for PortId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl PortId {
+    /// The id as an index into per-port arrays (always below [`super::MAX_PORTS`]).
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// What the driver says the device can do.
+#[derive(Debug, Clone)]
+pub struct PortInfo {
+    /// The PMD's name, e.g. `net_tap`.
+    pub driver: String,
+    /// Most rx queues the device takes.
+    pub max_rx_queues: u16,
+    /// Most tx queues the device takes.
+    pub max_tx_queues: u16,
+    /// RSS hash types the device can spread rx queues by (0: no RSS).
+    pub rss_offloads: u64,
+    /// Kernel interface index, for devices that have one (tap), else 0.
+    pub if_index: u32,
+}
+
+/// Queue layout of a port.
+#[derive(Debug, Clone, Copy)]
+pub struct PortConfig {
+    /// Number of rx queues.
+    pub rx_queues: u16,
+    /// Number of tx queues.
+    pub tx_queues: u16,
+    /// Descriptors per rx queue (adjusted to the device's limits).
+    pub rx_desc: u16,
+    /// Descriptors per tx queue (adjusted to the device's limits).
+    pub tx_desc: u16,
+}
+
+/// Link state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Carrier up.
+    pub up: bool,
+    /// Speed in Mbit/s (0 when unknown).
+    pub speed_mbps: u32,
+    /// Full duplex.
+    pub full_duplex: bool,
+}
+
+/// The device's own counters (`rte_eth_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortStats {
+    /// Packets received by the device.
+    pub ipackets: u64,
+    /// Packets sent by the device.
+    pub opackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Packets the device dropped because no rx descriptor was free.
+    pub imissed: u64,
+    /// Receive errors.
+    pub ierrors: u64,
+    /// Transmit errors.
+    pub oerrors: u64,
+    /// Rx mbuf allocation failures.
+    pub rx_nombuf: u64,
+}
+
+struct PortInner {
+    id: PortId,
+}
+
+/// A probed ethdev port, owned by the control thread. Workers poll it through [`RxQueue`] and
+/// [`TxQueue`] handles; it can be stopped and closed only when no handle is left.
+pub struct Port {
+    inner: Arc<PortInner>,
+    devargs: String,
+    device: *mut sys::rte_device,
+    configured: Option<PortConfig>,
+    started: bool,
+    closed: bool,
+    queues_handed_out: bool,
+    // Rx queues hold mbufs of this pool: keep it alive until the port is closed.
+    pool: Option<Arc<Mempool>>,
+}
+
+// SAFETY: the raw rte_device pointer is only passed back to rte_dev_remove from the control
+// thread that owns the Port; ethdev control calls are made from one thread at a time (&mut self).
+unsafe impl Send for Port {}
+
+impl Port {
+    /// Creates the device named by `devargs` (hot-plug probe: a vdev such as
+    /// `net_tap0,iface=vm1` or a PCI address) and returns its port.
+    pub fn probe(devargs: &str) -> Result<Port, DpdkError> {
+        let c = CString::new(devargs).map_err(|_| DpdkError {
+            op: "rte_dev_probe".into(),
+            errno: 22,
+            message: "devargs contain a NUL byte".into(),
+        })?;
+        // SAFETY: a valid C string; DPDK parses and copies it.
+        let ret = unsafe { sys::rte_dev_probe(c.as_ptr()) };
+        if ret < 0 {
+            return Err(DpdkError::from_ret(format!("rte_dev_probe({devargs})"), ret));
+        }
+        let id = find_port(&c, devargs).ok_or_else(|| DpdkError {
+            op: format!("rte_dev_probe({devargs})"),
+            errno: 19,
+            message: "the device was probed but created no ethdev port".into(),
+        })?;
+        let mut port = Port {
+            inner: Arc::new(PortInner { id }),
+            devargs: devargs.to_owned(),
+            device: std::ptr::null_mut(),
+            configured: None,
+            started: false,
+            closed: false,
+            queues_handed_out: false,
+            pool: None,
+        };
+        port.device = port.raw_info()?.device;
+        Ok(port)
+    }
+
+    /// The ethdev port id.
+    pub fn id(&self) -> PortId {
+        self.inner.id
+    }
+
+    /// The devargs the port was created from.
+    pub fn devargs(&self) -> &str {
+        &self.devargs
+    }
+
+    fn raw_info(&self) -> Result<sys::rte_eth_dev_info, DpdkError> {
+        let mut info = sys::rte_eth_dev_info::default();
+        // SAFETY: the port id is valid (probed, not closed); info is a writable struct.
+        let ret = unsafe { sys::rte_eth_dev_info_get(self.id().0, &mut info) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(
+                format!("rte_eth_dev_info_get(port {})", self.id()),
+                ret,
+            ));
+        }
+        Ok(info)
+    }
+
+    /// What the device can do.
+    pub fn info(&self) -> Result<PortInfo, DpdkError> {
+        let info = self.raw_info()?;
+        let driver = if info.driver_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: driver_name points to the driver's static NUL-terminated name.
+            unsafe { CStr::from_ptr(info.driver_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        Ok(PortInfo {
+            driver,
+            max_rx_queues: info.max_rx_queues,
+            max_tx_queues: info.max_tx_queues,
+            rss_offloads: info.flow_type_rss_offloads,
+            if_index: info.if_index,
+        })
+    }
+
+    /// Sets up the queues (rx queues fill from `pool`), spreading rx over the queues by RSS
+    /// when there is more than one and the device can hash. Call once, before `start`.
+    pub fn configure(&mut self, cfg: PortConfig, pool: Arc<Mempool>) -> Result<PortConfig, DpdkError> {
+        let id = self.id().0;
+        let info = self.raw_info()?;
+        let mut conf = sys::rte_eth_conf::default();
+        let rss_hf = info.flow_type_rss_offloads & RSS_IP_TCP_UDP;
+        if cfg.rx_queues > 1 && rss_hf != 0 {
+            conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        // SAFETY: valid port id, stopped; conf is a fully initialised struct DPDK copies.
+        let ret = unsafe { sys::rte_eth_dev_configure(id, cfg.rx_queues, cfg.tx_queues, &conf) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(
+                format!(
+                    "rte_eth_dev_configure(port {id}, {} rx, {} tx queues)",
+                    cfg.rx_queues, cfg.tx_queues
+                ),
+                ret,
+            ));
+        }
+        let (mut rx_desc, mut tx_desc) = (cfg.rx_desc, cfg.tx_desc);
+        // SAFETY: valid port id; the two counters are writable and updated in place.
+        let ret = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rx_desc, &mut tx_desc) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(format!("rte_eth_dev_adjust_nb_rx_tx_desc(port {id})"), ret));
+        }
+        // SAFETY: valid port id.
+        let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
+        // SOCKET_ID_ANY (-1) when the device has no NUMA affinity.
+        let socket = u32::try_from(socket).unwrap_or(u32::MAX);
+        for q in 0..cfg.rx_queues {
+            // SAFETY: configured port, queue index below the configured count; a null rxconf
+            // means the driver's defaults; the pool outlives the port (held in self.pool).
+            let ret = unsafe {
+                sys::rte_eth_rx_queue_setup(id, q, rx_desc, socket, std::ptr::null(), pool.as_ptr())
+            };
+            if ret != 0 {
+                return Err(DpdkError::from_ret(format!("rte_eth_rx_queue_setup(port {id}, queue {q})"), ret));
+            }
+        }
+        for q in 0..cfg.tx_queues {
+            // SAFETY: configured port, queue index below the configured count, default txconf.
+            let ret = unsafe { sys::rte_eth_tx_queue_setup(id, q, tx_desc, socket, std::ptr::null()) };
+            if ret != 0 {
+                return Err(DpdkError::from_ret(format!("rte_eth_tx_queue_setup(port {id}, queue {q})"), ret));
+            }
+        }
+        self.pool = Some(pool);
+        let applied = PortConfig {
+            rx_desc,
+            tx_desc,
+            ..cfg
+        };
+        self.configured = Some(applied);
+        Ok(applied)
+    }
+
+    /// Starts the device and turns promiscuous mode on (a switch port receives every frame).
+    pub fn start(&mut self) -> Result<(), DpdkError> {
+        let id = self.id().0;
+        // SAFETY: valid, configured port.
+        let ret = unsafe { sys::rte_eth_dev_start(id) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(format!("rte_eth_dev_start(port {id})"), ret));
+        }
+        self.started = true;
+        // SAFETY: valid, started port. Devices that are always promiscuous answer -ENOTSUP,
+        // which is harmless for a switch port.
+        let ret = unsafe { sys::rte_eth_promiscuous_enable(id) };
+        if ret != 0 && ret != -95 {
+            return Err(DpdkError::from_ret(format!("rte_eth_promiscuous_enable(port {id})"), ret));
+        }
+        Ok(())
+    }
+
+    /// Hands out one handle per rx queue, once: each queue gets exactly one poller.
+    /// `users` tx handles come back too, user i on queue i mod tx_queues; where users share a
+    /// queue (the device has fewer tx queues than workers) their handles take a lock per flush.
+    pub fn queues(&mut self, tx_users: usize) -> Result<(Vec<RxQueue>, Vec<TxQueue>), DpdkError> {
+        let cfg = self.configured.ok_or_else(|| DpdkError {
+            op: format!("queues(port {})", self.id()),
+            errno: 22,
+            message: "the port is not configured".into(),
+        })?;
+        if self.queues_handed_out {
+            return Err(DpdkError {
+                op: format!("queues(port {})", self.id()),
+                errno: 16,
+                message: "the queues were already handed out".into(),
+            });
+        }
+        self.queues_handed_out = true;
+        let rx = (0..cfg.rx_queues)
+            .map(|q| RxQueue {
+                port: Arc::clone(&self.inner),
+                queue: q,
+            })
+            .collect();
+        let ntx = usize::from(cfg.tx_queues.max(1));
+        let shared = tx_users > ntx;
+        let locks: Vec<Arc<AtomicBool>> = (0..ntx).map(|_| Arc::new(AtomicBool::new(false))).collect();
+        let tx = (0..tx_users)
+            .map(|u| TxQueue {
+                port: Arc::clone(&self.inner),
+                queue: u16::try_from(u % ntx).expect("queue index fits u16"),
+                lock: shared.then(|| Arc::clone(&locks[u % ntx])),
+            })
+            .collect();
+        Ok((rx, tx))
+    }
+
+    /// Link state, without waiting.
+    pub fn link(&self) -> Link {
+        let mut l = sys::rte_eth_link::default();
+        // SAFETY: valid port id; l is writable.
+        let ret = unsafe { sys::rte_eth_link_get_nowait(self.id().0, &mut l) };
+        if ret != 0 {
+            return Link {
+                up: false,
+                speed_mbps: 0,
+                full_duplex: false,
+            };
+        }
+        Link {
+            up: l.link_status() != 0,
+            speed_mbps: if l.link_speed == sys::RTE_ETH_SPEED_NUM_UNKNOWN { 0 } else { l.link_speed },
+            full_duplex: l.link_duplex() != 0,
+        }
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        let mut a = sys::rte_ether_addr::default();
+        // SAFETY: valid port id; a is writable.
+        let ret = unsafe { sys::rte_eth_macaddr_get(self.id().0, &mut a) };
+        if ret != 0 {
+            return [0; 6];
+        }
+        a.addr_bytes
+    }
+
+    /// The device's counters.
+    pub fn stats(&self) -> Result<PortStats, DpdkError> {
+        let mut s = sys::rte_eth_stats::default();
+        // SAFETY: valid port id; s is writable. Reading stats is safe alongside rx/tx bursts.
+        let ret = unsafe { sys::rte_eth_stats_get(self.id().0, &mut s) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(format!("rte_eth_stats_get(port {})", self.id()), ret));
+        }
+        Ok(PortStats {
+            ipackets: s.ipackets,
+            opackets: s.opackets,
+            ibytes: s.ibytes,
+            obytes: s.obytes,
+            imissed: s.imissed,
+            ierrors: s.ierrors,
+            oerrors: s.oerrors,
+            rx_nombuf: s.rx_nombuf,
+        })
+    }
+
+    fn handles_alive(&self) -> bool {
+        // Handles are only ever created by &mut self methods and dropped elsewhere, so once
+        // the count is 1 it stays 1 while we hold &mut self.
+        Arc::strong_count(&self.inner) > 1
+    }
+
+    /// Stops and closes the device and detaches it, after every queue handle is gone.
+    pub fn close(mut self) -> Result<(), DpdkError> {
+        self.close_inner()
+    }
+
+    fn close_inner(&mut self) -> Result<(), DpdkError> {
+        if self.closed {
+            return Ok(());
+        }
+        if self.handles_alive() {
+            return Err(DpdkError {
+                op: format!("close(port {})", self.id()),
+                errno: 16,
+                message: "a worker still holds queues of this port".into(),
+            });
+        }
+        let id = self.id().0;
+        self.closed = true;
+        if self.started {
+            // SAFETY: no queue handle is left, so nothing polls the port while it stops.
+            let ret = unsafe { sys::rte_eth_dev_stop(id) };
+            if ret != 0 {
+                log::warn!("rte_eth_dev_stop(port {id}): {}", DpdkError::from_ret("", ret).message);
+            }
+            self.started = false;
+        }
+        // SAFETY: the port is stopped and no handle refers to it; after this call the id is dead.
+        let ret = unsafe { sys::rte_eth_dev_close(id) };
+        if ret != 0 {
+            return Err(DpdkError::from_ret(format!("rte_eth_dev_close(port {id})"), ret));
+        }
+        if !self.device.is_null() {
+            // SAFETY: the rte_device this port was probed from; its ethdev is closed, so the
+            // driver's remove only releases the device (hot-unplug), making the name reusable.
+            let ret = unsafe { sys::rte_dev_remove(self.device) };
+            if ret != 0 && ret != -2 {
+                log::debug!("rte_dev_remove({}): {}", self.devargs, DpdkError::from_ret("", ret).message);
+            }
+        }
+        // Mbufs held by the rx rings went back to the pool at close: the pool may go now.
+        self.pool = None;
+        Ok(())
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        if let Err(e) = self.close_inner() {
+            log::error!("closing port {} ({}): {e}", self.id(), self.devargs);
+        }
+    }
+}
+
+/// IPv4/IPv6 address and TCP/UDP port hash types (RTE_ETH_RSS_IP | _TCP | _UDP).
+const RSS_IP_TCP_UDP: u64 = {
+    const fn bit(n: u32) -> u64 {
+        1u64 << n
+    }
+    // IPV4, FRAG_IPV4, NONFRAG_IPV4_TCP, NONFRAG_IPV4_UDP, NONFRAG_IPV4_OTHER, IPV6, FRAG_IPV6,
+    // NONFRAG_IPV6_TCP, NONFRAG_IPV6_UDP, NONFRAG_IPV6_OTHER, IPV6_EX, IPV6_TCP_EX, IPV6_UDP_EX
+    bit(2) | bit(3) | bit(4) | bit(5) | bit(7) | bit(8) | bit(9) | bit(10) | bit(11) | bit(13)
+        | bit(15) | bit(16) | bit(17)
+};
+
+fn find_port(devargs_c: &CStr, devargs: &str) -> Option<PortId> {
+    let mut iter = sys::rte_dev_iterator::default();
+    // SAFETY: iter is writable; devargs_c is a valid C string that outlives the iteration;
+    // the iterator is cleaned up before returning on every path that initialised it.
+    unsafe {
+        if sys::rte_eth_iterator_init(&mut iter, devargs_c.as_ptr()) == 0 {
+            let id = sys::rte_eth_iterator_next(&mut iter);
+            if usize::from(id) < super::MAX_PORTS {
+                sys::rte_eth_iterator_cleanup(&mut iter);
+                return Some(PortId(id));
+            }
+            // The iterator cleans itself up when it reaches the end.
+        }
+    }
+    // Fall back to the device name: the devargs up to the first comma.
+    let name = devargs.split(',').next().unwrap_or(devargs);
+    let cname = CString::new(name).ok()?;
+    let mut id: u16 = 0;
+    // SAFETY: valid C string and writable id.
+    let ret = unsafe { sys::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) };
+    (ret == 0).then_some(PortId(id))
+}
+
+/// The receive side of one queue of a port: exactly one exists per queue.
+pub struct RxQueue {
+    port: Arc<PortInner>,
+    queue: u16,
+}
+
+impl RxQueue {
+    /// The port this queue belongs to.
+    pub fn port(&self) -> PortId {
+        self.port.id
+    }
+
+    /// The queue index.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Receives up to [`BURST_SIZE`] packets into the empty `burst`; returns how many.
+    #[inline(always)]
+    pub fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        debug_assert!(burst.is_empty());
+        // SAFETY: this handle is the queue's only poller (&mut self, one handle per queue); the
+        // port is started and cannot be stopped while the handle lives; the burst has room for
+        // BURST_SIZE pointers, and the PMD writes exactly the returned count of valid mbufs.
+        let n = unsafe {
+            sys::rte_eth_rx_burst(self.port.id.0, self.queue, burst.fill_ptr(), BURST_SIZE as u16)
+        };
+        let n = usize::from(n);
+        burst.set_len(n);
+        n
+    }
+}
+
+/// The transmit side of a queue for one worker. Where workers share a tx queue each flush takes
+/// the queue's lock; otherwise the worker owns the queue and sends without one.
+pub struct TxQueue {
+    port: Arc<PortInner>,
+    queue: u16,
+    lock: Option<Arc<AtomicBool>>,
+}
+
+impl TxQueue {
+    /// The port this queue belongs to.
+    pub fn port(&self) -> PortId {
+        self.port.id
+    }
+
+    /// The queue index.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// True when the queue is shared with other workers (a lock per flush).
+    pub fn is_shared(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// Sends the batch; packets the queue did not take are freed. Returns (sent, dropped).
+    #[inline]
+    pub fn flush(&mut self, batch: &mut TxBatch) -> (usize, usize) {
+        let len = batch.len();
+        if len == 0 {
+            return (0, 0);
+        }
+        if let Some(l) = &self.lock {
+            while l
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                std::hint::spin_loop();
+            }
+        }
+        let n = u16::try_from(len).expect("a batch holds at most BURST_SIZE packets");
+        // SAFETY: the port is started and cannot stop while this handle lives; the queue is used
+        // by this worker alone (owned, or under its lock); the batch holds `len` valid mbufs and
+        // DPDK takes ownership of the first `sent` of them, which `complete` then forgets.
+        let sent = unsafe { sys::rte_eth_tx_burst(self.port.id.0, self.queue, batch.as_mut_ptr(), n) };
+        if let Some(l) = &self.lock {
+            l.store(false, Ordering::Release);
+        }
+        let sent = batch.complete(usize::from(sent));
+        (sent, len - sent)
+    }
+}

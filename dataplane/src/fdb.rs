@@ -1,0 +1,586 @@
+//! The forwarding database: a fixed-capacity, lock-free MAC table keyed by (VLAN, MAC).
+//!
+//! Every worker looks up every packet with plain loads: no lock, no atomic read-modify-write,
+//! no allocation. Learning claims a slot with a compare-and-swap from any worker; aging and
+//! flushes run on the control thread with the same claim protocol.
+//!
+//! Layout: buckets of 8 slots, 128 bytes (the 8 keys in one cache line, the 8 values in the
+//! next). A key lives in one of two buckets chosen by its hash (two-choice hashing keeps
+//! buckets from overflowing long before the table is full). A slot is a key word and a value
+//! word:
+//!
+//! * key: `LIVE | BUSY | STATIC | vlan (12 bits) | mac (48 bits)`, 0 when empty. A slot is
+//!   claimed by CAS 0 -> BUSY, written, then published LIVE; deletion is the reverse
+//!   (LIVE -> BUSY, value cleared, key zeroed). Only the holder of BUSY writes the key.
+//! * value: `timestamp (32) | generation (16) | port (16)`. Updated by CAS while LIVE (refresh,
+//!   move); the generation changes at every insert into the slot, so a stale CAS from a worker
+//!   that saw an earlier tenant of the slot fails instead of writing into the new one.
+//!
+//! A reader loads the key, the value, then the key again: if the key changed, the value may
+//! belong to another tenant and the read counts as a miss. Readers never see a torn entry.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::packet::MacAddr;
+
+const LIVE: u64 = 1 << 63;
+const BUSY: u64 = 1 << 62;
+const STATIC: u64 = 1 << 61;
+const KEY_MASK: u64 = (1 << 60) - 1;
+const SLOTS: usize = 8;
+
+/// VLAN ids are 12 bits.
+pub const VLAN_MASK: u16 = 0x0fff;
+
+/// What [`Fdb::learn`] did with a source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learn {
+    /// Already known on this port and fresh: nothing written.
+    Known,
+    /// Known on this port; its timestamp was refreshed.
+    Refreshed,
+    /// A new entry.
+    Learned,
+    /// The address moved here from another port.
+    Moved {
+        /// The port it was on.
+        from: u16,
+    },
+    /// A static entry names another port: the static entry stands.
+    StaticElsewhere {
+        /// The port of the static entry.
+        port: u16,
+    },
+    /// No room: the table is at capacity (or both buckets are full); nothing learned.
+    Full,
+    /// Another thread was inserting or removing the same key at that instant; nothing learned
+    /// (the next frame learns it).
+    Contended,
+}
+
+/// One entry, as the control thread reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// VLAN id (0 for a VLAN-unaware bridge).
+    pub vlan: u16,
+    /// MAC address.
+    pub mac: MacAddr,
+    /// Port the address lives on.
+    pub port: u16,
+    /// When it was last seen, on the table's clock (seconds).
+    pub last_seen: u32,
+    /// Configured by the operator: never aged, never moved by learning.
+    pub is_static: bool,
+}
+
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Bucket {
+    keys: [AtomicU64; SLOTS],
+    vals: [AtomicU64; SLOTS],
+}
+
+#[inline(always)]
+fn make_key(vlan: u16, mac: MacAddr) -> u64 {
+    (u64::from(vlan & VLAN_MASK) << 48) | mac.to_u64()
+}
+
+#[inline(always)]
+fn make_val(port: u16, gen: u16, ts: u32) -> u64 {
+    (u64::from(ts) << 32) | (u64::from(gen) << 16) | u64::from(port)
+}
+
+#[inline(always)]
+fn val_port(v: u64) -> u16 {
+    v as u16
+}
+
+#[inline(always)]
+fn val_gen(v: u64) -> u16 {
+    (v >> 16) as u16
+}
+
+#[inline(always)]
+fn val_ts(v: u64) -> u32 {
+    (v >> 32) as u32
+}
+
+/// splitmix64's finaliser: every key bit reaches every hash bit.
+#[inline(always)]
+fn hash(key: u64) -> u64 {
+    let mut h = key ^ (key >> 30);
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The MAC table. Shared by reference between the workers and the control thread.
+pub struct Fdb {
+    buckets: Box<[Bucket]>,
+    mask: usize,
+    capacity: usize,
+    entries: AtomicUsize,
+    now: AtomicU32,
+}
+
+impl Fdb {
+    /// A table that holds up to `capacity` entries. Twice as many slots are allocated, so that
+    /// buckets do not overflow before the table is full.
+    pub fn new(capacity: usize) -> Fdb {
+        let capacity = capacity.max(1);
+        let nbuckets = (capacity * 2).div_ceil(SLOTS).next_power_of_two().max(2);
+        let buckets = (0..nbuckets).map(|_| Bucket::default()).collect();
+        Fdb {
+            buckets,
+            mask: nbuckets - 1,
+            capacity,
+            entries: AtomicUsize::new(0),
+            now: AtomicU32::new(0),
+        }
+    }
+
+    /// Most entries the table holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Entries in the table now.
+    pub fn len(&self) -> usize {
+        self.entries.load(Ordering::Relaxed)
+    }
+
+    /// True when the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of table memory.
+    pub fn memory_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Bucket>()
+    }
+
+    /// The table's clock, in seconds. The control thread advances it; workers read it once per
+    /// burst. Tests set it by hand to make aging deterministic.
+    #[inline(always)]
+    pub fn now(&self) -> u32 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    /// Sets the table's clock.
+    pub fn set_now(&self, secs: u32) {
+        self.now.store(secs, Ordering::Relaxed);
+    }
+
+    #[inline(always)]
+    fn bucket_pair(&self, key: u64) -> [usize; 2] {
+        let h = hash(key);
+        let b1 = (h as usize) & self.mask;
+        let mut b2 = ((h >> 32) as usize) & self.mask;
+        if b2 == b1 {
+            b2 = b1 ^ 1;
+        }
+        [b1, b2]
+    }
+
+    /// Hints the CPU to load the first bucket `(vlan, mac)` hashes to.
+    #[inline(always)]
+    pub fn bucket_of(&self, vlan: u16, mac: MacAddr) -> usize {
+        self.bucket_pair(make_key(vlan, mac))[0]
+    }
+
+    /// Finds a LIVE slot holding `key`: (bucket, slot, key word, value word), read consistently.
+    #[inline(always)]
+    fn find(&self, key: u64) -> Option<(usize, usize, u64, u64)> {
+        for b in self.bucket_pair(key) {
+            let bucket = &self.buckets[b];
+            for i in 0..SLOTS {
+                let k = bucket.keys[i].load(Ordering::Acquire);
+                if k & (LIVE | BUSY | KEY_MASK) == LIVE | key {
+                    let v = bucket.vals[i].load(Ordering::Acquire);
+                    if bucket.keys[i].load(Ordering::Acquire) == k {
+                        return Some((b, i, k, v));
+                    }
+                    return None; // removed or replaced under us: a miss
+                }
+            }
+        }
+        None
+    }
+
+    /// The port `(vlan, mac)` lives on, if known.
+    #[inline(always)]
+    pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<u16> {
+        self.find(make_key(vlan, mac)).map(|(_, _, _, v)| val_port(v))
+    }
+
+    /// Records that `mac` was seen as a source on `port` in `vlan` at time `now`.
+    /// Writes only when something changed: a new address, a move, or a timestamp gone stale.
+    #[inline]
+    pub fn learn(&self, vlan: u16, mac: MacAddr, port: u16, now: u32) -> Learn {
+        let key = make_key(vlan, mac);
+        if let Some((b, i, k, v)) = self.find(key) {
+            let old = val_port(v);
+            if k & STATIC != 0 {
+                return if old == port { Learn::Known } else { Learn::StaticElsewhere { port: old } };
+            }
+            if old == port && val_ts(v) == now {
+                return Learn::Known;
+            }
+            let new = make_val(port, val_gen(v), now);
+            return match self.buckets[b].vals[i].compare_exchange(v, new, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) if old == port => Learn::Refreshed,
+                Ok(_) => Learn::Moved { from: old },
+                Err(_) => Learn::Contended,
+            };
+        }
+        self.insert(key, port, now, 0)
+    }
+
+    fn insert(&self, key: u64, port: u16, now: u32, flags: u64) -> Learn {
+        if self.entries.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+            self.entries.fetch_sub(1, Ordering::AcqRel);
+            return Learn::Full;
+        }
+        let pair = self.bucket_pair(key);
+        // The emptier of the two buckets first: this is what keeps buckets from overflowing
+        // until the table is nearly full (two-choice hashing).
+        let empty = |b: usize| {
+            self.buckets[b].keys.iter().filter(|k| k.load(Ordering::Relaxed) == 0).count()
+        };
+        let order = if empty(pair[1]) > empty(pair[0]) { [pair[1], pair[0]] } else { pair };
+        for b in order {
+            let bucket = &self.buckets[b];
+            for i in 0..SLOTS {
+                if bucket.keys[i].load(Ordering::Relaxed) != 0 {
+                    continue;
+                }
+                if bucket.keys[i]
+                    .compare_exchange(0, BUSY | flags | key, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                // Holding BUSY: no one else writes this slot. If another thread holds or published
+                // the same key anywhere (it claimed before our claim), step back; of two racing
+                // claims at least the later one sees the earlier, so no key is ever held twice.
+                if self.other_holder(pair, key, (b, i)) {
+                    self.release(b, i);
+                    self.entries.fetch_sub(1, Ordering::AcqRel);
+                    return Learn::Contended;
+                }
+                let gen = val_gen(bucket.vals[i].load(Ordering::Relaxed)).wrapping_add(1);
+                bucket.vals[i].store(make_val(port, gen, now), Ordering::Release);
+                bucket.keys[i].store(LIVE | flags | key, Ordering::Release);
+                return Learn::Learned;
+            }
+        }
+        self.entries.fetch_sub(1, Ordering::AcqRel);
+        Learn::Full
+    }
+
+    fn other_holder(&self, pair: [usize; 2], key: u64, mine: (usize, usize)) -> bool {
+        pair.iter().any(|&b| {
+            (0..SLOTS).any(|i| {
+                let k = self.buckets[b].keys[i].load(Ordering::SeqCst);
+                (b, i) != mine && k & (LIVE | BUSY) != 0 && k & KEY_MASK == key
+            })
+        })
+    }
+
+    /// Empties a slot we hold BUSY, keeping its generation.
+    fn release(&self, b: usize, i: usize) {
+        let bucket = &self.buckets[b];
+        let gen = val_gen(bucket.vals[i].load(Ordering::Relaxed));
+        bucket.vals[i].store(make_val(0, gen, 0), Ordering::Release);
+        bucket.keys[i].store(0, Ordering::Release);
+    }
+
+    /// Removes the entry in slot (b, i) if it still holds key word `k` and `still` agrees.
+    /// Returns true when it was removed.
+    fn remove_slot(&self, b: usize, i: usize, k: u64, still: impl Fn(u64) -> bool) -> bool {
+        let bucket = &self.buckets[b];
+        if bucket.keys[i]
+            .compare_exchange(k, (k & !LIVE) | BUSY, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // A worker may have refreshed the value before our claim: check again while holding it.
+        if !still(bucket.vals[i].load(Ordering::Acquire)) {
+            bucket.keys[i].store(k, Ordering::Release);
+            return false;
+        }
+        self.release(b, i);
+        self.entries.fetch_sub(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Removes every entry, not static, that `pred` selects. Control thread only.
+    fn remove_where(&self, pred: impl Fn(&Entry) -> bool, also_static: bool) -> usize {
+        let mut n = 0;
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            for i in 0..SLOTS {
+                let k = bucket.keys[i].load(Ordering::Acquire);
+                if k & LIVE == 0 || (k & STATIC != 0 && !also_static) {
+                    continue;
+                }
+                let v = bucket.vals[i].load(Ordering::Acquire);
+                if pred(&entry_of(k, v)) && self.remove_slot(b, i, k, |v| pred(&entry_of(k, v))) {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Removes dynamic entries not seen for more than `max_age` seconds at time `now`.
+    /// Returns how many were removed.
+    pub fn age(&self, now: u32, max_age: u32) -> usize {
+        self.remove_where(|e| now.wrapping_sub(e.last_seen) > max_age, false)
+    }
+
+    /// Removes every dynamic entry on `port` (a port that went away), or all dynamic entries.
+    pub fn flush(&self, port: Option<u16>) -> usize {
+        self.remove_where(|e| port.is_none_or(|p| e.port == p), false)
+    }
+
+    /// Adds (or replaces) a static entry: never aged, never moved by learning.
+    pub fn add_static(&self, vlan: u16, mac: MacAddr, port: u16) -> Learn {
+        let key = make_key(vlan, mac);
+        self.remove_where(|e| e.vlan == vlan & VLAN_MASK && e.mac == mac, true);
+        self.insert(key, port, self.now(), STATIC)
+    }
+
+    /// Removes the entry for `(vlan, mac)`, static or not. Returns true if there was one.
+    pub fn remove(&self, vlan: u16, mac: MacAddr) -> bool {
+        self.remove_where(|e| e.vlan == vlan & VLAN_MASK && e.mac == mac, true) > 0
+    }
+
+    /// Calls `f` for every live entry (a consistent read of each, not a snapshot of the table).
+    pub fn for_each(&self, mut f: impl FnMut(Entry)) {
+        for bucket in self.buckets.iter() {
+            for i in 0..SLOTS {
+                let k = bucket.keys[i].load(Ordering::Acquire);
+                if k & LIVE == 0 {
+                    continue;
+                }
+                let v = bucket.vals[i].load(Ordering::Acquire);
+                if bucket.keys[i].load(Ordering::Acquire) == k {
+                    f(entry_of(k, v));
+                }
+            }
+        }
+    }
+}
+
+fn entry_of(k: u64, v: u64) -> Entry {
+    Entry {
+        vlan: ((k >> 48) as u16) & VLAN_MASK,
+        mac: MacAddr::from_u64(k),
+        port: val_port(v),
+        last_seen: val_ts(v),
+        is_static: k & STATIC != 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    fn mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x02, 0x00, b[0], b[1], b[2], b[3]])
+    }
+
+    #[test]
+    fn learns_and_looks_up() {
+        let fdb = Fdb::new(16);
+        assert_eq!(fdb.lookup(0, mac(1)), None);
+        assert_eq!(fdb.learn(0, mac(1), 3, 10), Learn::Learned);
+        assert_eq!(fdb.lookup(0, mac(1)), Some(3));
+        assert_eq!(fdb.len(), 1);
+        // The same source again in the same second writes nothing.
+        assert_eq!(fdb.learn(0, mac(1), 3, 10), Learn::Known);
+        assert_eq!(fdb.learn(0, mac(1), 3, 11), Learn::Refreshed);
+        assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
+    fn keys_by_vlan_and_mac() {
+        let fdb = Fdb::new(16);
+        fdb.learn(10, mac(1), 1, 0);
+        fdb.learn(20, mac(1), 2, 0);
+        assert_eq!(fdb.lookup(10, mac(1)), Some(1));
+        assert_eq!(fdb.lookup(20, mac(1)), Some(2));
+        assert_eq!(fdb.lookup(30, mac(1)), None);
+        assert_eq!(fdb.len(), 2);
+    }
+
+    #[test]
+    fn detects_moves() {
+        let fdb = Fdb::new(16);
+        fdb.learn(0, mac(7), 1, 0);
+        assert_eq!(fdb.learn(0, mac(7), 2, 0), Learn::Moved { from: 1 });
+        assert_eq!(fdb.lookup(0, mac(7)), Some(2));
+        assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
+    fn ages_out_stale_entries_only() {
+        let fdb = Fdb::new(16);
+        fdb.learn(0, mac(1), 1, 100);
+        fdb.learn(0, mac(2), 1, 150);
+        assert_eq!(fdb.add_static(0, mac(3), 2), Learn::Learned);
+        assert_eq!(fdb.age(300, 300), 0);
+        assert_eq!(fdb.age(401, 300), 1);
+        assert_eq!(fdb.lookup(0, mac(1)), None);
+        assert_eq!(fdb.lookup(0, mac(2)), Some(1));
+        assert_eq!(fdb.age(10_000, 300), 1);
+        assert_eq!(fdb.lookup(0, mac(3)), Some(2), "static entries never age");
+        assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
+    fn static_entries_are_not_moved_by_learning() {
+        let fdb = Fdb::new(16);
+        fdb.add_static(0, mac(9), 4);
+        assert_eq!(fdb.learn(0, mac(9), 5, 0), Learn::StaticElsewhere { port: 4 });
+        assert_eq!(fdb.lookup(0, mac(9)), Some(4));
+        assert_eq!(fdb.flush(None), 0);
+        assert!(fdb.remove(0, mac(9)));
+        assert_eq!(fdb.lookup(0, mac(9)), None);
+    }
+
+    #[test]
+    fn flush_by_port() {
+        let fdb = Fdb::new(64);
+        for n in 0..30 {
+            fdb.learn(0, mac(n), (n % 3) as u16, 0);
+        }
+        assert_eq!(fdb.flush(Some(1)), 10);
+        assert_eq!(fdb.len(), 20);
+        let mut seen = 0;
+        fdb.for_each(|e| {
+            assert_ne!(e.port, 1);
+            seen += 1;
+        });
+        assert_eq!(seen, 20);
+    }
+
+    #[test]
+    fn full_table_is_counted_and_survived() {
+        let fdb = Fdb::new(100);
+        let mut full = 0;
+        for n in 0..1000 {
+            match fdb.learn(0, mac(n), 1, 0) {
+                Learn::Learned => {}
+                Learn::Full => full += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(fdb.len(), 100);
+        assert_eq!(full, 900);
+        // Known entries still forward; aging makes room again.
+        assert_eq!(fdb.lookup(0, mac(0)), Some(1));
+        assert_eq!(fdb.age(1000, 10), 100);
+        assert_eq!(fdb.learn(0, mac(5000), 2, 1000), Learn::Learned);
+    }
+
+    #[test]
+    fn fills_to_capacity_before_buckets_overflow() {
+        for cap in [1000usize, 65_536] {
+            let fdb = Fdb::new(cap);
+            let learned = (0..cap as u32)
+                .filter(|&n| fdb.learn(0, mac(n), 1, 0) == Learn::Learned)
+                .count();
+            assert_eq!(learned, cap, "capacity {cap}");
+        }
+    }
+
+    #[test]
+    fn one_million_entries() {
+        let fdb = Fdb::new(1 << 20);
+        for n in 0..(1u32 << 20) {
+            assert_eq!(fdb.learn(0, mac(n), (n % 32) as u16, 0), Learn::Learned);
+        }
+        assert_eq!(fdb.len(), 1 << 20);
+        for n in (0..(1u32 << 20)).step_by(997) {
+            assert_eq!(fdb.lookup(0, mac(n)), Some((n % 32) as u16));
+        }
+    }
+
+    /// Several threads learn, move, look up and age the same keys at once. Key n is only ever
+    /// learned on ports n % 8 and 100 + n % 8, so any other port seen is a torn read; at the
+    /// end no key is held by two slots.
+    #[test]
+    fn concurrent_learn_move_lookup_age() {
+        const KEYS: u32 = 2_000;
+        let fdb = Arc::new(Fdb::new(4_096));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for t in 0..3u32 {
+            let fdb = Arc::clone(&fdb);
+            handles.push(std::thread::spawn(move || {
+                for round in 0..60u32 {
+                    for n in 0..KEYS {
+                        let port = if (n + round + t) % 2 == 0 { (n % 8) as u16 } else { 100 + (n % 8) as u16 };
+                        fdb.learn(0, mac(n), port, round);
+                    }
+                }
+            }));
+        }
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let fdb = Arc::clone(&fdb);
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut hits = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for n in 0..KEYS {
+                            if let Some(p) = fdb.lookup(0, mac(n)) {
+                                assert!(p == (n % 8) as u16 || p == 100 + (n % 8) as u16, "torn read: key {n} on port {p}");
+                                hits += 1;
+                            }
+                        }
+                    }
+                    hits
+                })
+            })
+            .collect();
+        let ager = {
+            let fdb = Arc::clone(&fdb);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut t = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    fdb.age(t, 2);
+                    t = (t + 1) % 64;
+                    if t % 16 == 0 {
+                        fdb.flush(Some(3));
+                    }
+                }
+            })
+        };
+        for h in handles {
+            h.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        ager.join().unwrap();
+        let mut count: HashMap<MacAddr, usize> = HashMap::new();
+        let mut total = 0;
+        fdb.for_each(|e| {
+            *count.entry(e.mac).or_default() += 1;
+            total += 1;
+        });
+        assert!(count.values().all(|&c| c == 1), "a key is held twice");
+        assert_eq!(total, fdb.len(), "entry count drifted");
+    }
+}

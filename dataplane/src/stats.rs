@@ -1,0 +1,222 @@
+//! Per-worker counters. A worker counts into plain integers of its own and publishes them to
+//! its cache-line-aligned shared block every so often; the control thread reads and sums the
+//! blocks. No counter is shared between workers and none is updated atomically per packet.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dpdk::MAX_PORTS;
+use crate::forward::DropReason;
+
+/// Worker-wide counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum WorkerCounter {
+    /// Frames received by the worker, all ports.
+    Packets,
+    /// Non-empty rx bursts.
+    Bursts,
+    /// Poll iterations.
+    Iterations,
+    /// TSC cycles spent in iterations that received something.
+    BusyCycles,
+    /// TSC cycles spent in iterations that received nothing.
+    IdleCycles,
+    /// Frames sent to one known port.
+    Unicast,
+    /// Frames flooded.
+    Flooded,
+    /// Copies made by flooding (one per egress port).
+    FloodCopies,
+    /// Source addresses learned for the first time.
+    Learned,
+    /// Source addresses that moved to another port.
+    Moved,
+    /// Source addresses not learned because the table was full.
+    FdbFull,
+    /// Sources that contradict a static entry (the static entry stands).
+    StaticConflict,
+}
+
+impl WorkerCounter {
+    /// Number of worker-wide counters.
+    pub const COUNT: usize = 12;
+}
+
+/// Per-port counters, kept by every worker for every port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PortCounter {
+    /// Frames received on the port.
+    RxPackets,
+    /// Bytes received on the port.
+    RxBytes,
+    /// Received frames dropped by the switch (any reason but tx).
+    RxDropped,
+    /// Frames the port's tx queue took.
+    TxPackets,
+    /// Frames the port's tx queue refused (freed, counted).
+    TxDropped,
+}
+
+impl PortCounter {
+    /// Number of per-port counters.
+    pub const COUNT: usize = 5;
+}
+
+const DROPS_BASE: usize = WorkerCounter::COUNT;
+const PORTS_BASE: usize = DROPS_BASE + DropReason::COUNT;
+/// Total counters in a block.
+pub const COUNTERS: usize = PORTS_BASE + MAX_PORTS * PortCounter::COUNT;
+
+#[inline(always)]
+const fn port_slot(port: usize, c: PortCounter) -> usize {
+    PORTS_BASE + port * PortCounter::COUNT + c as usize
+}
+
+/// A worker's published counters: written by that worker only, read by anyone.
+#[repr(C, align(64))]
+pub struct WorkerStats {
+    lcore: u32,
+    vals: [AtomicU64; COUNTERS],
+}
+
+impl WorkerStats {
+    /// An all-zero block for the worker on `lcore`.
+    pub fn new(lcore: u32) -> WorkerStats {
+        WorkerStats {
+            lcore,
+            vals: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The lcore of the worker that writes this block.
+    pub fn lcore(&self) -> u32 {
+        self.lcore
+    }
+
+    /// A copy of the counters as last published.
+    pub fn snapshot(&self) -> Counters {
+        Counters {
+            vals: std::array::from_fn(|i| self.vals[i].load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A set of counters in plain integers: a worker's private tally, or a snapshot or sum of
+/// published blocks.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Counters {
+    vals: [u64; COUNTERS],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters { vals: [0; COUNTERS] }
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters").field("packets", &self.get(WorkerCounter::Packets)).finish_non_exhaustive()
+    }
+}
+
+impl Counters {
+    /// Adds to a worker-wide counter.
+    #[inline(always)]
+    pub fn add(&mut self, c: WorkerCounter, n: u64) {
+        self.vals[c as usize] += n;
+    }
+
+    /// Counts one dropped frame.
+    #[inline(always)]
+    pub fn drop_one(&mut self, r: DropReason) {
+        self.vals[DROPS_BASE + r.index()] += 1;
+    }
+
+    /// Counts `n` dropped frames.
+    #[inline(always)]
+    pub fn drop_n(&mut self, r: DropReason, n: u64) {
+        self.vals[DROPS_BASE + r.index()] += n;
+    }
+
+    /// Adds to a port counter.
+    #[inline(always)]
+    pub fn port_add(&mut self, port: usize, c: PortCounter, n: u64) {
+        self.vals[port_slot(port, c)] += n;
+    }
+
+    /// A worker-wide counter.
+    pub fn get(&self, c: WorkerCounter) -> u64 {
+        self.vals[c as usize]
+    }
+
+    /// Frames dropped for `r`.
+    pub fn drops(&self, r: DropReason) -> u64 {
+        self.vals[DROPS_BASE + r.index()]
+    }
+
+    /// A port counter.
+    pub fn port(&self, port: usize, c: PortCounter) -> u64 {
+        self.vals[port_slot(port, c)]
+    }
+
+    /// Adds every counter of `other` to this set.
+    pub fn accumulate(&mut self, other: &Counters) {
+        for (a, b) in self.vals.iter_mut().zip(other.vals.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Copies the tally to the worker's shared block (single writer: plain stores suffice).
+    pub fn publish(&self, to: &WorkerStats) {
+        for (dst, &v) in to.vals.iter().zip(self.vals.iter()) {
+            dst.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Cycles per received packet over the busy iterations (0 when nothing was received).
+    pub fn cycles_per_packet(&self) -> f64 {
+        let p = self.get(WorkerCounter::Packets);
+        if p == 0 {
+            0.0
+        } else {
+            self.get(WorkerCounter::BusyCycles) as f64 / p as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_and_sum() {
+        let a = WorkerStats::new(1);
+        let b = WorkerStats::new(2);
+        let mut ca = Counters::default();
+        ca.add(WorkerCounter::Packets, 10);
+        ca.drop_one(DropReason::Runt);
+        ca.port_add(3, PortCounter::RxPackets, 7);
+        ca.publish(&a);
+        let mut cb = Counters::default();
+        cb.add(WorkerCounter::Packets, 5);
+        cb.port_add(3, PortCounter::RxPackets, 1);
+        cb.port_add(MAX_PORTS - 1, PortCounter::TxDropped, 2);
+        cb.publish(&b);
+        let mut sum = a.snapshot();
+        sum.accumulate(&b.snapshot());
+        assert_eq!(sum.get(WorkerCounter::Packets), 15);
+        assert_eq!(sum.drops(DropReason::Runt), 1);
+        assert_eq!(sum.port(3, PortCounter::RxPackets), 8);
+        assert_eq!(sum.port(MAX_PORTS - 1, PortCounter::TxDropped), 2);
+        assert_eq!(sum.port(3, PortCounter::TxPackets), 0);
+    }
+
+    #[test]
+    fn blocks_do_not_share_cache_lines() {
+        assert_eq!(std::mem::align_of::<WorkerStats>(), 64);
+        assert_eq!(std::mem::size_of::<WorkerStats>() % 64, 0);
+    }
+}

@@ -1,0 +1,200 @@
+//! The poll loop of one worker lcore: rx burst -> decide -> per-port tx batches -> flush.
+//!
+//! Nothing here allocates, locks, logs or makes a system call of its own per packet (the
+//! PMD's rx/tx may, for kernel-backed devices such as tap). Counters go to the worker's private
+//! tally and are published every [`HOUSEKEEPING_INTERVAL`] iterations.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::dpdk::{tsc, Burst, LcoreId, Mbuf, RxQueue, TxBatch, TxQueue, MAX_PORTS};
+use crate::fdb::{Fdb, Learn};
+use crate::forward::{decide, Action, BridgeView, DropReason};
+use crate::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
+
+/// Poll iterations between publishing counters and checking the stop flag.
+pub const HOUSEKEEPING_INTERVAL: u64 = 1024;
+
+/// How many packets ahead of the one being switched to prefetch.
+const PREFETCH_OFFSET: usize = 3;
+
+/// Everything one worker needs, moved onto its lcore.
+pub struct Worker {
+    /// The lcore it runs on.
+    pub lcore: LcoreId,
+    /// The (port, queue) pairs it polls, in order.
+    pub rx: Vec<RxQueue>,
+    /// Its tx queue on every port, indexed by port id.
+    pub tx: Vec<Option<TxQueue>>,
+    /// The bridge's ports and MTU.
+    pub bridge: Arc<BridgeView>,
+    /// The shared MAC table.
+    pub fdb: Arc<Fdb>,
+    /// Where its counters are published.
+    pub stats: Arc<WorkerStats>,
+    /// Set by the control thread to make the worker return.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The egress side of a worker: a batch and a queue per port, and which batches hold packets.
+struct Egress {
+    tx: Vec<Option<TxQueue>>,
+    batches: Vec<TxBatch>,
+    dirty: u64,
+}
+
+impl Egress {
+    #[inline(always)]
+    fn push(&mut self, port: u16, m: Mbuf, c: &mut Counters) {
+        let p = usize::from(port);
+        if self.tx[p].is_none() {
+            c.drop_one(DropReason::NoEgressPort);
+            return;
+        }
+        if self.batches[p].is_full() {
+            self.flush_port(p, c);
+        }
+        // Cannot fail: the batch was just flushed if it was full.
+        let _ = self.batches[p].push(m);
+        self.dirty |= 1 << p;
+    }
+
+    #[inline(always)]
+    fn flush_port(&mut self, p: usize, c: &mut Counters) {
+        if let Some(q) = self.tx[p].as_mut() {
+            let (sent, dropped) = q.flush(&mut self.batches[p]);
+            c.port_add(p, PortCounter::TxPackets, sent as u64);
+            if dropped != 0 {
+                c.port_add(p, PortCounter::TxDropped, dropped as u64);
+                c.drop_n(DropReason::TxFull, dropped as u64);
+            }
+        }
+        self.dirty &= !(1 << p);
+    }
+
+    #[inline(always)]
+    fn flush_all(&mut self, c: &mut Counters) {
+        while self.dirty != 0 {
+            let p = self.dirty.trailing_zeros() as usize;
+            self.flush_port(p, c);
+        }
+    }
+}
+
+impl Worker {
+    /// Runs the poll loop until the stop flag is set, then flushes and publishes its counters.
+    /// Returns 0 (the lcore's exit status).
+    pub fn run(self) -> i32 {
+        let Worker {
+            lcore,
+            mut rx,
+            tx,
+            bridge,
+            fdb,
+            stats,
+            stop,
+        } = self;
+        debug_assert!(MAX_PORTS <= 64, "the dirty-port mask is a u64");
+        log::info!(
+            "worker on lcore {lcore}: polling {}",
+            rx.iter()
+                .map(|q| format!("port {} queue {}", q.port(), q.queue()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut egress = Egress {
+            tx,
+            batches: (0..MAX_PORTS).map(|_| TxBatch::new()).collect(),
+            dirty: 0,
+        };
+        let mut c = Counters::default();
+        let mut burst = Burst::new();
+        let mut flood_to = [0u16; MAX_PORTS];
+        let mut iterations: u64 = 0;
+        let mut last = tsc();
+        loop {
+            let now = fdb.now();
+            let mut received = 0usize;
+            for q in rx.iter_mut() {
+                let n = q.rx_burst(&mut burst);
+                if n == 0 {
+                    continue;
+                }
+                received += n;
+                let ingress = q.port().0;
+                let inp = usize::from(ingress);
+                c.add(WorkerCounter::Bursts, 1);
+                let mut pkts = burst.drain();
+                for k in 0..PREFETCH_OFFSET {
+                    if let Some(m) = pkts.ahead(k) {
+                        m.prefetch_data();
+                    }
+                }
+                while let Some(m) = pkts.next() {
+                    if let Some(ahead) = pkts.ahead(PREFETCH_OFFSET - 1) {
+                        ahead.prefetch_data();
+                    }
+                    c.port_add(inp, PortCounter::RxPackets, 1);
+                    c.port_add(inp, PortCounter::RxBytes, u64::from(m.pkt_len()));
+                    let v = decide(ingress, m.data(), m.pkt_len(), m.nb_segs(), &bridge, &fdb, now);
+                    match v.learn {
+                        None | Some(Learn::Known | Learn::Refreshed | Learn::Contended) => {}
+                        Some(Learn::Learned) => c.add(WorkerCounter::Learned, 1),
+                        Some(Learn::Moved { .. }) => c.add(WorkerCounter::Moved, 1),
+                        Some(Learn::Full) => c.add(WorkerCounter::FdbFull, 1),
+                        Some(Learn::StaticElsewhere { .. }) => c.add(WorkerCounter::StaticConflict, 1),
+                    }
+                    match v.action {
+                        Action::Unicast(p) => {
+                            c.add(WorkerCounter::Unicast, 1);
+                            egress.push(p, m, &mut c);
+                        }
+                        Action::Flood => {
+                            let mut k = 0;
+                            for p in bridge.flood_ports(ingress) {
+                                flood_to[k] = p;
+                                k += 1;
+                            }
+                            c.add(WorkerCounter::Flooded, 1);
+                            c.add(WorkerCounter::FloodCopies, k as u64);
+                            // k >= 1: decide() drops a flood with no egress port.
+                            let mut i = 0;
+                            m.share((k - 1) as u16, |copy| {
+                                egress.push(flood_to[i], copy, &mut c);
+                                i += 1;
+                            });
+                            egress.push(flood_to[k - 1], m, &mut c);
+                        }
+                        Action::Drop(r) => {
+                            c.drop_one(r);
+                            c.port_add(inp, PortCounter::RxDropped, 1);
+                        }
+                    }
+                }
+                drop(pkts);
+                egress.flush_all(&mut c);
+            }
+            let t = tsc();
+            if received > 0 {
+                c.add(WorkerCounter::Packets, received as u64);
+                c.add(WorkerCounter::BusyCycles, t.wrapping_sub(last));
+            } else {
+                c.add(WorkerCounter::IdleCycles, t.wrapping_sub(last));
+            }
+            last = t;
+            iterations += 1;
+            if iterations % HOUSEKEEPING_INTERVAL == 0 {
+                c.add(WorkerCounter::Iterations, HOUSEKEEPING_INTERVAL);
+                c.publish(&stats);
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+            }
+        }
+        egress.flush_all(&mut c);
+        c.add(WorkerCounter::Iterations, iterations % HOUSEKEEPING_INTERVAL);
+        c.publish(&stats);
+        log::info!("worker on lcore {lcore}: stopped after {} packets", c.get(WorkerCounter::Packets));
+        0
+    }
+}

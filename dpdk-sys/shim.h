@@ -1,0 +1,13 @@
+/* Hand-written shim for what bindgen cannot reach: macros and thread-local state. */
+#ifndef PMDSWITCH_SHIM_H
+#define PMDSWITCH_SHIM_H
+#include <stdint.h>
+
+/* rte_errno is a per-lcore (thread-local) macro, not a symbol. */
+int pmdswitch_rte_errno(void);
+/* rte_version() string of the DPDK the process loaded. */
+const char *pmdswitch_rte_version(void);
+/* Prefetch a line into all cache levels (rte_prefetch0 is inline asm). */
+void pmdswitch_prefetch0(const volatile void *p);
+
+#endif
