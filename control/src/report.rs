@@ -1,0 +1,279 @@
+//! The stats report: what `--stats-json` writes on exit and the periodic log line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use dataplane::dpdk::{self, Mempool};
+use dataplane::fdb::Fdb;
+use dataplane::forward::DropReason;
+use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
+
+use crate::switch::SwitchPort;
+
+/// The whole report. Field names are an interface: scripts and tests read them.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Seconds the workers ran.
+    pub elapsed_secs: f64,
+    /// The DPDK library version loaded.
+    pub dpdk_version: String,
+    /// TSC frequency, to turn cycles into time.
+    pub tsc_hz: u64,
+    /// Per port, in configuration order.
+    pub ports: Vec<PortReport>,
+    /// Per worker.
+    pub workers: Vec<WorkerReport>,
+    /// Frames dropped, by reason, all workers.
+    pub drops: BTreeMap<&'static str, u64>,
+    /// The MAC table.
+    pub fdb: FdbReport,
+    /// The mbuf pool.
+    pub mempool: MempoolReport,
+    #[serde(skip)]
+    totals: Counters,
+}
+
+/// One port.
+#[derive(Debug, Serialize)]
+pub struct PortReport {
+    /// Configured name.
+    pub name: String,
+    /// DPDK port id.
+    pub port_id: u16,
+    /// Devargs it was created from.
+    pub devargs: String,
+    /// PMD name.
+    pub driver: String,
+    /// Frames the switch received on it.
+    pub rx_packets: u64,
+    /// Bytes the switch received on it.
+    pub rx_bytes: u64,
+    /// Frames received on it that the switch dropped (see `drops` for why).
+    pub rx_dropped: u64,
+    /// Frames the device dropped before the switch saw them (no rx descriptor).
+    pub rx_missed: u64,
+    /// Frames sent on it.
+    pub tx_packets: u64,
+    /// Frames for it that its tx queue refused.
+    pub tx_dropped: u64,
+    /// The device's own counters.
+    pub device: DeviceReport,
+}
+
+/// `rte_eth_stats` of a port.
+#[derive(Debug, Serialize)]
+pub struct DeviceReport {
+    /// Packets received.
+    pub ipackets: u64,
+    /// Packets sent.
+    pub opackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Missed for want of descriptors.
+    pub imissed: u64,
+    /// Receive errors.
+    pub ierrors: u64,
+    /// Transmit errors.
+    pub oerrors: u64,
+    /// Mbuf allocation failures.
+    pub rx_nombuf: u64,
+}
+
+/// One worker.
+#[derive(Debug, Serialize)]
+pub struct WorkerReport {
+    /// Its lcore.
+    pub lcore: u32,
+    /// Frames received.
+    pub packets: u64,
+    /// Non-empty rx bursts.
+    pub bursts: u64,
+    /// Poll iterations.
+    pub iterations: u64,
+    /// Cycles in iterations that received frames.
+    pub busy_cycles: u64,
+    /// Cycles in iterations that received nothing.
+    pub idle_cycles: u64,
+    /// busy_cycles / packets.
+    pub cycles_per_packet: f64,
+    /// Frames sent to one known port.
+    pub unicast: u64,
+    /// Frames flooded.
+    pub flooded: u64,
+    /// Copies sent by flooding.
+    pub flood_copies: u64,
+}
+
+/// The MAC table.
+#[derive(Debug, Serialize)]
+pub struct FdbReport {
+    /// Entries at exit.
+    pub entries: usize,
+    /// Most entries.
+    pub capacity: usize,
+    /// Addresses learned.
+    pub learned: u64,
+    /// Addresses that moved port.
+    pub moved: u64,
+    /// Entries aged out.
+    pub aged: u64,
+    /// Sources not learned for want of room.
+    pub full: u64,
+    /// Sources contradicting a static entry.
+    pub static_conflicts: u64,
+    /// Bytes of table memory.
+    pub memory_bytes: usize,
+}
+
+/// The mbuf pool: `in_use_at_stop == in_use_at_start` means no mbuf leaked while forwarding.
+#[derive(Debug, Serialize)]
+pub struct MempoolReport {
+    /// Mbufs in the pool.
+    pub size: u32,
+    /// In use after the ports started, before the workers ran (rx rings filled).
+    pub in_use_at_start: u32,
+    /// In use after the workers stopped, ports still open.
+    pub in_use_at_stop: u32,
+    /// In use after every port was closed.
+    pub in_use_after_close: u32,
+}
+
+/// What [`build`] reads.
+pub struct Inputs<'a> {
+    /// How long the workers ran.
+    pub elapsed: Duration,
+    /// The ports, still open.
+    pub ports: &'a [SwitchPort],
+    /// Every worker's published counters.
+    pub workers: &'a [Arc<WorkerStats>],
+    /// The MAC table.
+    pub fdb: &'a Fdb,
+    /// Entries aged by the control loop.
+    pub aged: u64,
+    /// The pool.
+    pub pool: &'a Mempool,
+    /// In use before the workers started.
+    pub mempool_at_start: u32,
+    /// In use after they stopped.
+    pub mempool_at_stop: u32,
+}
+
+/// Collects the report from the workers' counters and the ports' device stats.
+pub fn build(i: Inputs<'_>) -> Report {
+    let mut totals = Counters::default();
+    let workers = i
+        .workers
+        .iter()
+        .map(|w| {
+            let c = w.snapshot();
+            totals.accumulate(&c);
+            WorkerReport {
+                lcore: w.lcore(),
+                packets: c.get(WorkerCounter::Packets),
+                bursts: c.get(WorkerCounter::Bursts),
+                iterations: c.get(WorkerCounter::Iterations),
+                busy_cycles: c.get(WorkerCounter::BusyCycles),
+                idle_cycles: c.get(WorkerCounter::IdleCycles),
+                cycles_per_packet: c.cycles_per_packet(),
+                unicast: c.get(WorkerCounter::Unicast),
+                flooded: c.get(WorkerCounter::Flooded),
+                flood_copies: c.get(WorkerCounter::FloodCopies),
+            }
+        })
+        .collect();
+    let ports = i
+        .ports
+        .iter()
+        .map(|sp| {
+            let idx = sp.port.id().index();
+            let d = sp.port.stats().unwrap_or_default();
+            PortReport {
+                name: sp.spec.name.clone(),
+                port_id: sp.port.id().0,
+                devargs: sp.spec.devargs.clone(),
+                driver: sp.driver.clone(),
+                rx_packets: totals.port(idx, PortCounter::RxPackets),
+                rx_bytes: totals.port(idx, PortCounter::RxBytes),
+                rx_dropped: totals.port(idx, PortCounter::RxDropped),
+                rx_missed: d.imissed,
+                tx_packets: totals.port(idx, PortCounter::TxPackets),
+                tx_dropped: totals.port(idx, PortCounter::TxDropped),
+                device: DeviceReport {
+                    ipackets: d.ipackets,
+                    opackets: d.opackets,
+                    ibytes: d.ibytes,
+                    obytes: d.obytes,
+                    imissed: d.imissed,
+                    ierrors: d.ierrors,
+                    oerrors: d.oerrors,
+                    rx_nombuf: d.rx_nombuf,
+                },
+            }
+        })
+        .collect();
+    let drops = DropReason::ALL.iter().map(|&r| (r.name(), totals.drops(r))).collect();
+    Report {
+        elapsed_secs: i.elapsed.as_secs_f64(),
+        dpdk_version: dpdk::runtime_version(),
+        tsc_hz: dpdk::tsc_hz(),
+        ports,
+        workers,
+        drops,
+        fdb: FdbReport {
+            entries: i.fdb.len(),
+            capacity: i.fdb.capacity(),
+            learned: totals.get(WorkerCounter::Learned),
+            moved: totals.get(WorkerCounter::Moved),
+            aged: i.aged,
+            full: totals.get(WorkerCounter::FdbFull),
+            static_conflicts: totals.get(WorkerCounter::StaticConflict),
+            memory_bytes: i.fdb.memory_bytes(),
+        },
+        mempool: MempoolReport {
+            size: i.pool.size(),
+            in_use_at_start: i.mempool_at_start,
+            in_use_at_stop: i.mempool_at_stop,
+            in_use_after_close: i.mempool_at_stop,
+        },
+        totals,
+    }
+}
+
+impl Report {
+    /// Every worker's counters summed.
+    pub fn totals(&self) -> Counters {
+        self.totals.clone()
+    }
+
+    /// Writes the report as pretty JSON, atomically (temp file, then rename).
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, json + "\n")?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// One line for the log: totals so far.
+pub fn summary_line(t: &Counters, fdb_entries: usize, fdb_capacity: usize, secs: f64) -> String {
+    let drops: u64 = DropReason::ALL.iter().map(|&r| t.drops(r)).sum();
+    let busy = t.get(WorkerCounter::BusyCycles) as f64;
+    let all = busy + t.get(WorkerCounter::IdleCycles) as f64;
+    format!(
+        "{secs:.0}s: rx {} unicast {} flooded {} dropped {} | fdb {fdb_entries}/{fdb_capacity} learned {} moved {} | {:.0} cycles/pkt, busy {:.0}%",
+        t.get(WorkerCounter::Packets),
+        t.get(WorkerCounter::Unicast),
+        t.get(WorkerCounter::Flooded),
+        drops,
+        t.get(WorkerCounter::Learned),
+        t.get(WorkerCounter::Moved),
+        t.cycles_per_packet(),
+        if all > 0.0 { 100.0 * busy / all } else { 0.0 },
+    )
+}
