@@ -1,0 +1,360 @@
+//! Harness for the end-to-end tests: runs the real `pmdswitch` binary with DPDK virtual
+//! devices, writes and reads pcaps, builds frames, and makes network namespaces.
+//!
+//! Every DPDK process here gets `--no-pci --in-memory` and a file prefix of its own, and the
+//! tests run one at a time (`--test-threads=1`): the machine has two cores.
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+/// The pmdswitch binary under test: `$PMDSWITCH_BIN`, or the workspace's target directory of
+/// the profile these tests were built with.
+pub fn bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PMDSWITCH_BIN") {
+        return PathBuf::from(p);
+    }
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let p = target.join(profile).join("pmdswitch");
+    assert!(
+        p.exists(),
+        "{} not found: build it first (cargo build {}-p pmdswitch), as scripts/test.sh does",
+        p.display(),
+        if profile == "release" { "--release " } else { "" }
+    );
+    p
+}
+
+/// Panics with a clear message unless hugepages are available.
+pub fn require_hugepages() {
+    let n: u64 = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(n > 0, "no hugepages: run scripts/setup.sh (as root) first");
+}
+
+static PREFIX_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// EAL arguments for one test process: one control and one worker lcore, never PCI.
+pub fn eal_args() -> Vec<String> {
+    let prefix = format!(
+        "pmdsw-test-{}-{}",
+        std::process::id(),
+        PREFIX_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    ["-l", "0,1", "--no-pci", "--in-memory", "--file-prefix", &prefix, "--log-level", "pmd.net.tap:error"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Everything the switch printed (stdout then stderr).
+    pub output: String,
+    /// The stats JSON it wrote, if any.
+    pub stats: Option<Value>,
+}
+
+/// A running switch, killed if the test panics.
+pub struct Switch {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    stats_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Switch {
+    /// Starts `pmdswitch run ARGS --stats-json F -- EAL`.
+    pub fn start(args: &[String]) -> Switch {
+        require_hugepages();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stats_path = dir.path().join("stats.json");
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .args(args)
+            .arg("--stats-json")
+            .arg(&stats_path)
+            .arg("--")
+            .args(eal_args())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn pmdswitch");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Switch {
+            child: Some(child),
+            lines: rx,
+            log: Vec::new(),
+            stats_path,
+            _dir: dir,
+        }
+    }
+
+    /// Waits until a log line contains `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        if self.log.iter().any(|l| l.contains(needle)) {
+            return;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    self.log.push(l);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => panic!("no log line with {needle:?} within {timeout:?}; log:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    /// Waits until the switch is forwarding.
+    pub fn wait_ready(&mut self) {
+        self.wait_for_log("forwarding on", Duration::from_secs(30));
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `sig` to the switch.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid fits i32"));
+        nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// Waits for the switch to exit (killing it after `timeout`) and collects what it left.
+    /// Returns the result and how long the exit took.
+    pub fn wait(mut self, timeout: Duration) -> (Finished, Duration) {
+        let t0 = Instant::now();
+        let mut child = self.child.take().expect("running");
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if t0.elapsed() > timeout {
+                let _ = child.kill();
+                let s = child.wait().expect("wait");
+                panic!("pmdswitch did not exit within {timeout:?} (killed: {s}); log:\n{}", self.drain_log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let took = t0.elapsed();
+        let output = self.drain_log();
+        let stats = std::fs::read_to_string(&self.stats_path)
+            .ok()
+            .map(|s| serde_json::from_str(&s).expect("stats JSON parses"));
+        (Finished { status, output, stats }, took)
+    }
+
+    fn drain_log(&mut self) -> String {
+        // The reader threads end at EOF once the process is gone.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Ok(l) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.log.push(l);
+        }
+        self.log.join("\n")
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the switch for `secs` seconds (`--duration`) and returns what it left.
+pub fn run_for(args: &[String], secs: f64) -> Finished {
+    let mut a = args.to_vec();
+    a.push("--duration".into());
+    a.push(secs.to_string());
+    let sw = Switch::start(&a);
+    sw.wait(Duration::from_secs_f64(secs + 60.0)).0
+}
+
+/// Port counters from a stats JSON, by port name.
+pub fn port_stat(stats: &Value, port: &str, field: &str) -> u64 {
+    stats["ports"]
+        .as_array()
+        .expect("ports array")
+        .iter()
+        .find(|p| p["name"] == port)
+        .unwrap_or_else(|| panic!("no port {port} in stats"))[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} for port {port}"))
+}
+
+/// Writes a classic pcap (microsecond, Ethernet) holding `frames`.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    b.extend_from_slice(&65_535u32.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        let len = u32::try_from(f.len()).expect("frame fits u32");
+        b.extend_from_slice(&u32::try_from(i).unwrap_or(0).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(f);
+    }
+    std::fs::write(path, b).expect("write pcap");
+}
+
+/// Reads the frames of a classic pcap (either byte order); a missing file reads as none.
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let Ok(b) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    if b.len() < 24 {
+        return Vec::new();
+    }
+    let little = match u32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        m => panic!("{}: not a pcap (magic {m:#x})", path.display()),
+    };
+    let u32_at = |o: usize| {
+        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= b.len() {
+        let incl = u32_at(off + 8) as usize;
+        let start = off + 16;
+        assert!(start + incl <= b.len(), "{}: truncated record", path.display());
+        out.push(b[start..start + incl].to_vec());
+        off = start + incl;
+    }
+    out
+}
+
+/// A MAC address from a small number: 02:00:00:00:00:NN (locally administered unicast).
+pub fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, n]
+}
+
+/// ff:ff:ff:ff:ff:ff.
+pub const BROADCAST: [u8; 6] = [0xff; 6];
+
+/// An Ethernet frame of `len` bytes (at least 14) with a payload that names it by `tag`,
+/// so every frame in a test is distinct.
+pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(len.max(16));
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&0x88b5u16.to_be_bytes()); // IEEE local experimental EtherType
+    f.extend_from_slice(&tag.to_be_bytes());
+    f.resize(len.max(16), 0xa5);
+    f.truncate(len);
+    f
+}
+
+/// Runs a shell command, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a shell command and tells whether it succeeded.
+pub fn sh_ok(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A network namespace, deleted when dropped.
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates the namespace (deleting a stale one of the same name first).
+    pub fn new(name: &str) -> Netns {
+        let _ = sh_ok(&format!("ip netns del {name}"));
+        sh(&format!("ip netns add {name}"));
+        sh(&format!("ip -n {name} link set lo up"));
+        Netns { name: name.to_owned() }
+    }
+
+    /// Moves interface `ifname` in, brings it up with `addr` (CIDR).
+    pub fn adopt(&self, ifname: &str, addr: &str) {
+        sh(&format!("ip link set {ifname} netns {}", self.name));
+        sh(&format!("ip -n {} addr add {addr} dev {ifname}", self.name));
+        sh(&format!("ip -n {} link set {ifname} up", self.name));
+    }
+
+    /// The command prefix that runs inside the namespace.
+    pub fn exec(&self, cmd: &str) -> String {
+        format!("ip netns exec {} {cmd}", self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh_ok(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Waits until a kernel interface exists.
+pub fn wait_for_iface(name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !Path::new(&format!("/sys/class/net/{name}")).exists() {
+        assert!(Instant::now() < deadline, "interface {name} did not appear");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
