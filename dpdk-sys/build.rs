@@ -35,7 +35,10 @@ fn main() {
     let version = pkg_config(&["--modversion"]);
     let cflags = pkg_config(&["--cflags"]);
     let libs = pkg_config(&["--libs"]);
-    println!("cargo:rustc-env=PMDSWITCH_DPDK_BUILD_VERSION={}", version.join(" "));
+    println!(
+        "cargo:rustc-env=PMDSWITCH_DPDK_BUILD_VERSION={}",
+        version.join(" ")
+    );
 
     for flag in &libs {
         if let Some(lib) = flag.strip_prefix("-l") {

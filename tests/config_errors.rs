@@ -19,26 +19,41 @@ fn run_with(config: Option<&str>, ports: &[&str]) -> (i32, String) {
     }
     cmd.arg("--duration").arg("1").arg("--").args(eal_args());
     let out = cmd.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn unknown_key_names_the_key_and_what_is_allowed() {
-    let (code, err) = run_with(Some("[[ports]]\nname = \"vm1\"\ndevargs = \"net_null0\"\nspeeed = 10\n"), &[]);
+    let (code, err) = run_with(
+        Some("[[ports]]\nname = \"vm1\"\ndevargs = \"net_null0\"\nspeeed = 10\n"),
+        &[],
+    );
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("switch.toml") && err.contains("speeed") && err.contains("devargs"), "{err}");
+    assert!(
+        err.contains("switch.toml") && err.contains("speeed") && err.contains("devargs"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_devargs_is_named() {
     let (code, err) = run_with(Some("[[ports]]\nname = \"vm1\"\n"), &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("missing field `devargs`") && err.contains("line"), "{err}");
+    assert!(
+        err.contains("missing field `devargs`") && err.contains("line"),
+        "{err}"
+    );
 }
 
 #[test]
 fn duplicate_port_name_is_refused() {
-    let (code, err) = run_with(Some("[[ports]]\nname = \"vm1\"\ndevargs = \"net_null0\"\n"), &["vm1=net_null1"]);
+    let (code, err) = run_with(
+        Some("[[ports]]\nname = \"vm1\"\ndevargs = \"net_null0\"\n"),
+        &["vm1=net_null1"],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("\"vm1\" is already used"), "{err}");
 }
@@ -48,19 +63,35 @@ fn a_device_dpdk_cannot_probe_names_the_port() {
     require_hugepages();
     let (code, err) = run_with(None, &["ok=net_null0", "uplink=net_nosuchdriver0"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("port \"uplink\"") && err.contains("net_nosuchdriver0"), "{err}");
+    assert!(
+        err.contains("port \"uplink\"") && err.contains("net_nosuchdriver0"),
+        "{err}"
+    );
     assert!(err.contains("DPDK could not create the device"), "{err}");
     // A PCI address is never probed with --no-pci: the same clear error.
     let (code, err) = run_with(None, &["ok=net_null0", "pf=0000:3b:00.0"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("port \"pf\"") && err.contains("0000:3b:00.0"), "{err}");
+    assert!(
+        err.contains("port \"pf\"") && err.contains("0000:3b:00.0"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_eal_arguments_are_reported() {
     require_hugepages();
     let out = Command::new(bin())
-        .args(["run", "--port", "a=net_null0", "--duration", "1", "--", "--no-pci", "--in-memory", "--no-such-eal-flag"])
+        .args([
+            "run",
+            "--port",
+            "a=net_null0",
+            "--duration",
+            "1",
+            "--",
+            "--no-pci",
+            "--in-memory",
+            "--no-such-eal-flag",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -72,11 +103,26 @@ fn bad_eal_arguments_are_reported() {
 fn one_lcore_leaves_no_worker() {
     require_hugepages();
     let out = Command::new(bin())
-        .args(["run", "--port", "a=net_null0", "--duration", "1", "--", "-l", "0", "--no-pci", "--in-memory", "--file-prefix"])
+        .args([
+            "run",
+            "--port",
+            "a=net_null0",
+            "--duration",
+            "1",
+            "--",
+            "-l",
+            "0",
+            "--no-pci",
+            "--in-memory",
+            "--file-prefix",
+        ])
         .arg(format!("pmdsw-test-onelcore-{}", std::process::id()))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no worker lcore") && err.contains("-l 0,1"), "{err}");
+    assert!(
+        err.contains("no worker lcore") && err.contains("-l 0,1"),
+        "{err}"
+    );
 }

@@ -26,7 +26,10 @@ fn sigterm_stops_cleanly_and_leaks_no_mbufs() {
     write_pcap(&src, &frames);
     let tap = tap_name("l");
     let args = vec![
-        format!("--port=src=net_pcap0,rx_pcap={},infinite_rx=1", src.display()),
+        format!(
+            "--port=src=net_pcap0,rx_pcap={},infinite_rx=1",
+            src.display()
+        ),
         "--port=sink=net_null0,no-rx=1".to_string(),
         format!("--port=tap=net_tap0,iface={tap}"),
     ];
@@ -35,41 +38,88 @@ fn sigterm_stops_cleanly_and_leaks_no_mbufs() {
     std::thread::sleep(Duration::from_secs(2));
     sw.signal(Signal::SIGTERM);
     let (done, took) = sw.wait(Duration::from_secs(30));
-    assert!(done.status.success(), "exit status {}\n{}", done.status, done.output);
+    assert!(
+        done.status.success(),
+        "exit status {}\n{}",
+        done.status,
+        done.output
+    );
     assert!(took < Duration::from_secs(5), "took {took:?} to stop");
     let stats = done.stats.expect("stats written on SIGTERM");
     let w = &stats["workers"][0];
-    assert!(w["packets"].as_u64().unwrap() > 10_000, "traffic flowed: {w}");
+    assert!(
+        w["packets"].as_u64().unwrap() > 10_000,
+        "traffic flowed: {w}"
+    );
     assert!(w["flood_copies"].as_u64().unwrap() > 0);
     let m = &stats["mempool"];
-    assert!(m["in_use_at_start"].as_u64().unwrap() >= 192, "the pcap's frames are preloaded: {m}");
-    assert_eq!(m["in_use_at_stop"], m["in_use_at_start"], "mbufs leaked while forwarding: {m}");
-    assert_eq!(m["in_use_after_close"], 0, "mbufs held after the ports closed: {m}");
+    assert!(
+        m["in_use_at_start"].as_u64().unwrap() >= 192,
+        "the pcap's frames are preloaded: {m}"
+    );
+    assert_eq!(
+        m["in_use_at_stop"], m["in_use_at_start"],
+        "mbufs leaked while forwarding: {m}"
+    );
+    assert_eq!(
+        m["in_use_after_close"], 0,
+        "mbufs held after the ports closed: {m}"
+    );
     // Every received frame is accounted for: switched, or dropped for a reason.
-    let rx: u64 = ["src", "sink", "tap"].iter().map(|p| port_stat(&stats, p, "rx_packets")).sum();
+    let rx: u64 = ["src", "sink", "tap"]
+        .iter()
+        .map(|p| port_stat(&stats, p, "rx_packets"))
+        .sum();
     assert_eq!(rx, w["packets"].as_u64().unwrap());
     let unicast = w["unicast"].as_u64().unwrap();
     let flooded = w["flooded"].as_u64().unwrap();
-    let dropped: u64 = stats["drops"].as_object().unwrap().iter().filter(|(k, _)| *k != "tx_full").map(|(_, v)| v.as_u64().unwrap()).sum();
-    assert_eq!(rx, unicast + flooded + dropped, "rx = unicast + flooded + drops");
+    let dropped: u64 = stats["drops"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "tx_full")
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        rx,
+        unicast + flooded + dropped,
+        "rx = unicast + flooded + drops"
+    );
     // No host lives behind the sink, so it gets exactly one copy of every flooded frame.
-    assert_eq!(port_stat(&stats, "sink", "tx_packets") + port_stat(&stats, "sink", "tx_dropped"), flooded);
+    assert_eq!(
+        port_stat(&stats, "sink", "tx_packets") + port_stat(&stats, "sink", "tx_dropped"),
+        flooded
+    );
 }
 
 #[test]
 fn sigint_stops_cleanly_too() {
-    let mut sw = Switch::start(&["--port=a=net_null0,no-rx=1".to_string(), "--port=b=net_null1,no-rx=1".to_string()]);
+    let mut sw = Switch::start(&[
+        "--port=a=net_null0,no-rx=1".to_string(),
+        "--port=b=net_null1,no-rx=1".to_string(),
+    ]);
     sw.wait_ready();
     sw.signal(Signal::SIGINT);
     let (done, took) = sw.wait(Duration::from_secs(30));
-    assert!(done.status.success(), "exit status {}\n{}", done.status, done.output);
+    assert!(
+        done.status.success(),
+        "exit status {}\n{}",
+        done.status,
+        done.output
+    );
     assert!(took < Duration::from_secs(5), "took {took:?} to stop");
     assert!(done.stats.is_some());
 }
 
 #[test]
 fn duration_ends_the_run_with_stats() {
-    let done = run_for(&["--port=a=net_null0".to_string(), "--port=b=net_null1".to_string()], 1.0);
+    let done = run_for(
+        &[
+            "--port=a=net_null0".to_string(),
+            "--port=b=net_null1".to_string(),
+        ],
+        1.0,
+    );
     assert!(done.status.success(), "{}", done.output);
     let s = done.stats.unwrap();
     let e = s["elapsed_secs"].as_f64().unwrap();

@@ -22,7 +22,10 @@ impl PcapPorts {
         for (i, frames) in inputs.iter().enumerate() {
             write_pcap(&dir.path().join(format!("in{i}.pcap")), frames);
         }
-        PcapPorts { dir, n: inputs.len() }
+        PcapPorts {
+            dir,
+            n: inputs.len(),
+        }
     }
 
     fn path(&self, kind: &str, i: usize) -> PathBuf {
@@ -42,14 +45,21 @@ impl PcapPorts {
     }
 
     fn outputs(&self) -> Vec<Vec<Vec<u8>>> {
-        (0..self.n).map(|i| read_pcap(&self.path("out", i))).collect()
+        (0..self.n)
+            .map(|i| read_pcap(&self.path("out", i)))
+            .collect()
     }
 }
 
 fn run(inputs: &[Vec<Vec<u8>>]) -> (Vec<Vec<Vec<u8>>>, Value) {
     let ports = PcapPorts::new(inputs);
     let done = run_for(&ports.args(), 2.0);
-    assert!(done.status.success(), "pmdswitch failed: {}\n{}", done.status, done.output);
+    assert!(
+        done.status.success(),
+        "pmdswitch failed: {}\n{}",
+        done.status,
+        done.output
+    );
     let stats = done.stats.expect("stats file written");
     (ports.outputs(), stats)
 }
@@ -58,8 +68,20 @@ fn show(frames: &[Vec<u8>]) -> Vec<String> {
     frames
         .iter()
         .map(|f| {
-            let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":");
-            format!("{} <- {} tag {:02x}{:02x} len {}", hex(&f[0..6]), hex(&f[6..12]), f[14], f[15], f.len())
+            let hex = |b: &[u8]| {
+                b.iter()
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            format!(
+                "{} <- {} tag {:02x}{:02x} len {}",
+                hex(&f[0..6]),
+                hex(&f[6..12]),
+                f[14],
+                f[15],
+                f.len()
+            )
         })
         .collect()
 }
@@ -151,9 +173,11 @@ fn model(inputs: &[Vec<Vec<u8>>]) -> (Vec<Vec<Vec<u8>>>, u64) {
 #[test]
 fn random_traffic_matches_the_reference_bridge() {
     let hosts: Vec<[u8; 6]> = (1..=8).map(mac).collect();
-    let mut seed: u64 = 0x5eed_0f_b41d;
+    let mut seed: u64 = 0x005e_ed0f_b41d;
     let mut rnd = |n: usize| {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((seed >> 33) as usize) % n
     };
     let mut tag = 0u16;
@@ -179,7 +203,9 @@ fn random_traffic_matches_the_reference_bridge() {
         assert_eq!(show(&out[p]), show(&want[p]), "frames out of p{p}");
     }
     assert_eq!(stats["fdb"]["moved"], moves);
-    let rx: u64 = (0..4).map(|p| port_stat(&stats, &format!("p{p}"), "rx_packets")).sum();
+    let rx: u64 = (0..4)
+        .map(|p| port_stat(&stats, &format!("p{p}"), "rx_packets"))
+        .sum();
     assert_eq!(rx, 360);
 }
 
@@ -197,7 +223,17 @@ fn bad_frames_are_counted_not_forwarded() {
     let lldp = frame([0x01, 0x80, 0xc2, 0, 0, 0x0e], a, 60, 8);
     let good = frame(BROADCAST, a, 60, 9);
     let inputs = vec![
-        vec![runt, cut_tag, oversize, max_ok.clone(), jumbo, mcast_src, bpdu, lldp, good.clone()],
+        vec![
+            runt,
+            cut_tag,
+            oversize,
+            max_ok.clone(),
+            jumbo,
+            mcast_src,
+            bpdu,
+            lldp,
+            good.clone(),
+        ],
         vec![],
     ];
     let (out, stats) = run(&inputs);
@@ -217,6 +253,8 @@ fn bad_frames_are_counted_not_forwarded() {
     assert_eq!(port_stat(&stats, "p0", "rx_packets"), 9);
     assert_eq!(port_stat(&stats, "p0", "rx_dropped"), 7);
     assert_eq!(port_stat(&stats, "p1", "tx_packets"), 2);
-    assert_eq!(stats["fdb"]["entries"], 1, "only the valid unicast source is learned");
+    assert_eq!(
+        stats["fdb"]["entries"], 1,
+        "only the valid unicast source is learned"
+    );
 }
-

@@ -113,7 +113,11 @@ pub struct PortSpec {
 impl PortSpec {
     /// The DPDK device name: the devargs up to the first comma.
     pub fn device_name(&self) -> &str {
-        self.devargs.split(',').next().unwrap_or(&self.devargs).trim()
+        self.devargs
+            .split(',')
+            .next()
+            .unwrap_or(&self.devargs)
+            .trim()
     }
 }
 
@@ -160,7 +164,11 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
         Err(invalid(
             origin,
             field,
-            format!("{v} is out of range: {what} must be from {} to {}", r.start(), r.end()),
+            format!(
+                "{v} is out of range: {what} must be from {} to {}",
+                r.start(),
+                r.end()
+            ),
         ))
     }
 }
@@ -183,7 +191,11 @@ impl Config {
 
     /// Parses and validates TOML text (as if read from `path`), plus `--port` flags.
     #[cfg(test)]
-    pub fn from_toml(text: &str, path: &Path, port_flags: &[String]) -> Result<Config, ConfigError> {
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        port_flags: &[String],
+    ) -> Result<Config, ConfigError> {
         let model = Self::parse_model(text, path)?;
         Self::from_model(model, &path.display().to_string(), port_flags)
     }
@@ -195,12 +207,34 @@ impl Config {
         })
     }
 
-    fn from_model(model: FileModel, origin: &str, port_flags: &[String]) -> Result<Config, ConfigError> {
+    fn from_model(
+        model: FileModel,
+        origin: &str,
+        port_flags: &[String],
+    ) -> Result<Config, ConfigError> {
         let b = &model.bridge;
         let bridge = BridgeSpec {
-            fdb_capacity: check_range(origin, "bridge.fdb_capacity", b.fdb_capacity, FDB_CAPACITY_RANGE, "the MAC table capacity")?,
-            fdb_aging_secs: check_range(origin, "bridge.fdb_aging_secs", b.fdb_aging_secs, AGING_RANGE, "the ageing time in seconds (IEEE 802.1Q)")?,
-            mtu: check_range(origin, "bridge.mtu", b.mtu, MTU_RANGE, "the MTU (one 2 KiB mbuf per frame)")?,
+            fdb_capacity: check_range(
+                origin,
+                "bridge.fdb_capacity",
+                b.fdb_capacity,
+                FDB_CAPACITY_RANGE,
+                "the MAC table capacity",
+            )?,
+            fdb_aging_secs: check_range(
+                origin,
+                "bridge.fdb_aging_secs",
+                b.fdb_aging_secs,
+                AGING_RANGE,
+                "the ageing time in seconds (IEEE 802.1Q)",
+            )?,
+            mtu: check_range(
+                origin,
+                "bridge.mtu",
+                b.mtu,
+                MTU_RANGE,
+                "the MTU (one 2 KiB mbuf per frame)",
+            )?,
             mbufs: b
                 .mbufs
                 .map(|n| check_range(origin, "bridge.mbufs", n, MBUFS_RANGE, "the mbuf pool size"))
@@ -215,7 +249,11 @@ impl Config {
         for flag in port_flags {
             let flag_origin = format!("--port {flag}");
             let (name, devargs) = flag.split_once('=').ok_or_else(|| {
-                invalid(&flag_origin, "--port", "expected NAME=DEVARGS, e.g. vm1=net_tap0,iface=vm1")
+                invalid(
+                    &flag_origin,
+                    "--port",
+                    "expected NAME=DEVARGS, e.g. vm1=net_tap0,iface=vm1",
+                )
             })?;
             let p = PortModel {
                 name: name.trim().to_owned(),
@@ -237,7 +275,11 @@ impl Config {
             return Err(invalid(
                 origin,
                 "ports",
-                format!("{} ports; this DPDK build supports at most {}", ports.len(), dataplane::dpdk::MAX_PORTS),
+                format!(
+                    "{} ports; this DPDK build supports at most {}",
+                    ports.len(),
+                    dataplane::dpdk::MAX_PORTS
+                ),
             ));
         }
         let mut names: HashMap<&str, &PortSpec> = HashMap::new();
@@ -247,7 +289,10 @@ impl Config {
                 return Err(invalid(
                     &p.origin,
                     "name",
-                    format!("port name {:?} is already used (defined in {}); port names must be unique", p.name, first.origin),
+                    format!(
+                        "port name {:?} is already used (defined in {}); port names must be unique",
+                        p.name, first.origin
+                    ),
                 ));
             }
             if let Some(first) = devices.insert(p.device_name(), p) {
@@ -267,10 +312,16 @@ impl Config {
     }
 
     fn port(origin: &str, field: &str, p: PortModel) -> Result<PortSpec, ConfigError> {
-        let origin = if field == "--port" { origin.to_owned() } else { format!("{origin}: {field}") };
+        let origin = if field == "--port" {
+            origin.to_owned()
+        } else {
+            format!("{origin}: {field}")
+        };
         let name_ok = !p.name.is_empty()
             && p.name.len() <= NAME_MAX
-            && p.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !name_ok {
             return Err(invalid(
                 &origin,
@@ -287,10 +338,30 @@ impl Config {
         }
         let rx_queues = p
             .rx_queues
-            .map(|q| check_range(&origin, "rx_queues", q, RX_QUEUES_RANGE, "the number of rx queues"))
+            .map(|q| {
+                check_range(
+                    &origin,
+                    "rx_queues",
+                    q,
+                    RX_QUEUES_RANGE,
+                    "the number of rx queues",
+                )
+            })
             .transpose()?;
-        let rx_desc = check_range(&origin, "rx_desc", p.rx_desc.unwrap_or(1024), DESC_RANGE, "rx descriptors per queue")?;
-        let tx_desc = check_range(&origin, "tx_desc", p.tx_desc.unwrap_or(1024), DESC_RANGE, "tx descriptors per queue")?;
+        let rx_desc = check_range(
+            &origin,
+            "rx_desc",
+            p.rx_desc.unwrap_or(1024),
+            DESC_RANGE,
+            "rx descriptors per queue",
+        )?;
+        let tx_desc = check_range(
+            &origin,
+            "tx_desc",
+            p.tx_desc.unwrap_or(1024),
+            DESC_RANGE,
+            "tx descriptors per queue",
+        )?;
         Ok(PortSpec {
             name: p.name,
             devargs: p.devargs.trim().to_owned(),
@@ -352,7 +423,10 @@ mod tests {
 
     #[test]
     fn unknown_key_names_the_key_and_the_allowed_ones() {
-        let e = err("[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nspeed = 10\n", &[]);
+        let e = err(
+            "[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nspeed = 10\n",
+            &[],
+        );
         assert!(e.contains("switch.toml"), "{e}");
         assert!(e.contains("speed"), "{e}");
         assert!(e.contains("devargs"), "{e}");
@@ -366,28 +440,46 @@ mod tests {
         let e = err("[[ports]]\nname = \"vm1\"\n", &[]);
         assert!(e.contains("missing field `devargs`"), "{e}");
         let e = err("[[ports]]\nname = \"vm1\"\ndevargs = \" \"\n", &[]);
-        assert!(e.contains("ports[0]") && e.contains("devargs") && e.contains("vm1"), "{e}");
+        assert!(
+            e.contains("ports[0]") && e.contains("devargs") && e.contains("vm1"),
+            "{e}"
+        );
     }
 
     #[test]
     fn duplicate_names_and_devices_are_refused() {
         let file = "[[ports]]\nname = \"vm1\"\ndevargs = \"net_tap0\"\n";
         let e = err(file, &["vm1=net_tap1"]);
-        assert!(e.contains("\"vm1\" is already used") && e.contains("ports[0]"), "{e}");
+        assert!(
+            e.contains("\"vm1\" is already used") && e.contains("ports[0]"),
+            "{e}"
+        );
         let e = err(file, &["vm2=net_tap0,iface=x"]);
-        assert!(e.contains("net_tap0") && e.contains("vm1") && e.contains("vm2"), "{e}");
+        assert!(
+            e.contains("net_tap0") && e.contains("vm1") && e.contains("vm2"),
+            "{e}"
+        );
     }
 
     #[test]
     fn out_of_range_values_say_what_is_allowed() {
         let e = err("[bridge]\nfdb_aging_secs = 5\n", &["a=net_null0"]);
-        assert!(e.contains("bridge.fdb_aging_secs") && e.contains("from 10 to 1000000"), "{e}");
+        assert!(
+            e.contains("bridge.fdb_aging_secs") && e.contains("from 10 to 1000000"),
+            "{e}"
+        );
         let e = err("[bridge]\nmtu = 9000\n", &["a=net_null0"]);
         assert!(e.contains("bridge.mtu") && e.contains("2026"), "{e}");
         let e = err("[bridge]\nfdb_capacity = 0\n", &["a=net_null0"]);
         assert!(e.contains("bridge.fdb_capacity"), "{e}");
-        let e = err("[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nrx_desc = 1\n", &[]);
-        assert!(e.contains("ports[0]") && e.contains("rx_desc") && e.contains("64 to 8192"), "{e}");
+        let e = err(
+            "[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nrx_desc = 1\n",
+            &[],
+        );
+        assert!(
+            e.contains("ports[0]") && e.contains("rx_desc") && e.contains("64 to 8192"),
+            "{e}"
+        );
         let e = err("[bridge]\nfdb_capacity = -1\n", &["a=net_null0"]);
         assert!(e.contains("fdb_capacity"), "{e}");
     }
@@ -395,7 +487,10 @@ mod tests {
     #[test]
     fn bad_names_and_flags() {
         let e = err("", &["bad name=net_null0"]);
-        assert!(e.contains("--port bad name=net_null0") && e.contains("valid port name"), "{e}");
+        assert!(
+            e.contains("--port bad name=net_null0") && e.contains("valid port name"),
+            "{e}"
+        );
         let e = err("", &["net_null0"]);
         assert!(e.contains("NAME=DEVARGS"), "{e}");
         let e = err("", &[]);

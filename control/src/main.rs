@@ -49,7 +49,9 @@ struct RunArgs {
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(0.0..=1e9).contains(&v) {
         return Err(format!("{v} is out of range: 0 to 1e9 seconds"));
     }

@@ -14,7 +14,10 @@ pub fn preloaded_frames(devargs: &str) -> u64 {
         return 0;
     }
     let kv: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
-    if !kv.iter().any(|&(k, v)| k.trim() == "infinite_rx" && v.trim() == "1") {
+    if !kv
+        .iter()
+        .any(|&(k, v)| k.trim() == "infinite_rx" && v.trim() == "1")
+    {
         return 0;
     }
     kv.iter()
@@ -32,13 +35,22 @@ pub fn count_records(path: &Path) -> std::io::Result<u64> {
     let little = match magic {
         0xa1b2_c3d4 | 0xa1b2_3c4d => true,
         0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
-        _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a pcap file")),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a pcap file",
+            ))
+        }
     };
     let mut n = 0;
     let mut rec = [0u8; 16];
     while r.read_exact(&mut rec).is_ok() {
         let b = [rec[8], rec[9], rec[10], rec[11]];
-        let incl = if little { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) };
+        let incl = if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        };
         r.seek_relative(i64::from(incl))?;
         n += 1;
     }
@@ -51,9 +63,7 @@ mod tests {
 
     fn write_pcap(path: &Path, frames: &[&[u8]]) {
         let mut b = Vec::new();
-        for v in [0xa1b2_c3d4u32] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
+        b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
         b.extend_from_slice(&2u16.to_le_bytes());
         b.extend_from_slice(&4u16.to_le_bytes());
         b.extend_from_slice(&[0; 8]);
@@ -76,9 +86,15 @@ mod tests {
         write_pcap(&f, &[&[1u8; 60], &[2u8; 64], &[3u8; 1514]]);
         assert_eq!(count_records(&f).unwrap(), 3);
         let p = f.display();
-        assert_eq!(preloaded_frames(&format!("net_pcap0,rx_pcap={p},infinite_rx=1")), 3);
+        assert_eq!(
+            preloaded_frames(&format!("net_pcap0,rx_pcap={p},infinite_rx=1")),
+            3
+        );
         assert_eq!(preloaded_frames(&format!("net_pcap0,rx_pcap={p}")), 0);
-        assert_eq!(preloaded_frames(&format!("net_tap0,rx_pcap={p},infinite_rx=1")), 0);
+        assert_eq!(
+            preloaded_frames(&format!("net_tap0,rx_pcap={p},infinite_rx=1")),
+            0
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -217,7 +217,10 @@ pub fn build(i: Inputs<'_>) -> Report {
             }
         })
         .collect();
-    let drops = DropReason::ALL.iter().map(|&r| (r.name(), totals.drops(r))).collect();
+    let drops = DropReason::ALL
+        .iter()
+        .map(|&r| (r.name(), totals.drops(r)))
+        .collect();
     Report {
         elapsed_secs: i.elapsed.as_secs_f64(),
         dpdk_version: dpdk::runtime_version(),

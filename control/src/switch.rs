@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::dpdk::{self, DpdkError, Eal, Mempool, Port, PortConfig, TxQueue, BURST_SIZE, MAX_PORTS};
+use dataplane::dpdk::{
+    self, DpdkError, Eal, Mempool, Port, PortConfig, TxQueue, BURST_SIZE, MAX_PORTS,
+};
 use dataplane::fdb::Fdb;
 use dataplane::forward::BridgeView;
 use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
@@ -131,7 +133,7 @@ pub fn run(config: &Config, eal_args: &[String], opts: &RunOptions) -> Result<Re
     let eal = Eal::init(eal_args).map_err(SwitchError::Eal)?;
     signals.unblock_here()?;
     log::info!(
-        "DPDK {} (built against {}), control on lcore {}, workers on lcores {:?}",
+        "{} (built against {}), control on lcore {}, workers on lcores {:?}",
         dpdk::runtime_version(),
         dpdk_sys::BUILD_VERSION,
         eal.main_lcore(),
@@ -170,10 +172,17 @@ fn run_with_eal(
             source,
         })?;
         let mut txq = workers_u16.min(info.max_tx_queues).max(1);
-        let mut rxq = spec.rx_queues.unwrap_or(workers_u16).min(info.max_rx_queues).max(1);
+        let mut rxq = spec
+            .rx_queues
+            .unwrap_or(workers_u16)
+            .min(info.max_rx_queues)
+            .max(1);
         if info.driver == "net_tap" {
             // net_tap refuses different rx and tx queue counts.
-            let q = rxq.max(txq).min(info.max_rx_queues.min(info.max_tx_queues)).max(1);
+            let q = rxq
+                .max(txq)
+                .min(info.max_rx_queues.min(info.max_tx_queues))
+                .max(1);
             (rxq, txq) = (q, q);
         }
         let queues = PortConfig {
@@ -190,7 +199,8 @@ fn run_with_eal(
         None => {
             let mut n: u64 = 0;
             for (spec, _, _, q) in &probed {
-                n += u64::from(q.rx_queues) * u64::from(q.rx_desc) + u64::from(q.tx_queues) * u64::from(q.tx_desc);
+                n += u64::from(q.rx_queues) * u64::from(q.rx_desc)
+                    + u64::from(q.tx_queues) * u64::from(q.tx_desc);
                 n += crate::pcap::preloaded_frames(&spec.devargs);
             }
             // Per-lcore caches, every worker's tx batches and rx burst, and headroom.
@@ -201,7 +211,8 @@ fn run_with_eal(
         }
     };
     let pool = Arc::new(
-        Mempool::new_pktmbuf("pmdswitch_mbufs", pool_size, MEMPOOL_CACHE, -1).map_err(SwitchError::Mempool)?,
+        Mempool::new_pktmbuf("pmdswitch_mbufs", pool_size, MEMPOOL_CACHE, -1)
+            .map_err(SwitchError::Mempool)?,
     );
     log::info!("mbuf pool: {pool_size} mbufs");
 
@@ -240,7 +251,10 @@ fn run_with_eal(
         mtu: config.bridge.mtu,
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let stats: Vec<Arc<WorkerStats>> = lcores.iter().map(|l| Arc::new(WorkerStats::new(l.0))).collect();
+    let stats: Vec<Arc<WorkerStats>> = lcores
+        .iter()
+        .map(|l| Arc::new(WorkerStats::new(l.0)))
+        .collect();
 
     // Hand out the queues: rx queue q of the i-th port goes to worker (i + q) mod n, so the
     // queues of one port land on different workers; every worker gets a tx queue on every port.
@@ -258,10 +272,13 @@ fn run_with_eal(
         })
         .collect();
     for (i, sp) in ports.iter_mut().enumerate() {
-        let (rx, tx) = sp.port.queues(nworkers).map_err(|source| SwitchError::PortSetup {
-            name: sp.spec.name.clone(),
-            source,
-        })?;
+        let (rx, tx) = sp
+            .port
+            .queues(nworkers)
+            .map_err(|source| SwitchError::PortSetup {
+                name: sp.spec.name.clone(),
+                source,
+            })?;
         for q in rx {
             let w = (i + usize::from(q.queue())) % nworkers;
             workers[w].rx.push(q);
@@ -323,7 +340,15 @@ fn run_with_eal(
         }
     }
     rep.mempool.in_use_after_close = pool.in_use();
-    log::info!("{}", report::summary_line(&rep.totals(), fdb.len(), fdb.capacity(), elapsed.as_secs_f64()));
+    log::info!(
+        "{}",
+        report::summary_line(
+            &rep.totals(),
+            fdb.len(),
+            fdb.capacity(),
+            elapsed.as_secs_f64()
+        )
+    );
     if let Some(path) = &opts.stats_json {
         rep.write(path).map_err(|source| SwitchError::StatsFile {
             path: path.clone(),
@@ -348,7 +373,10 @@ fn control_loop(
     let mut last_age_pass = 0u32;
     let mut last_summary = Instant::now();
     let mut last_totals = Counters::default();
-    log::info!("forwarding on {} ports; Ctrl-C or SIGTERM stops", ports.len());
+    log::info!(
+        "forwarding on {} ports; Ctrl-C or SIGTERM stops",
+        ports.len()
+    );
     loop {
         std::thread::sleep(TICK);
         if signals.raised() {
@@ -374,8 +402,10 @@ fn control_loop(
                 for s in stats {
                     totals.accumulate(&s.snapshot());
                 }
-                let rx = totals.get(WorkerCounter::Packets) - last_totals.get(WorkerCounter::Packets);
-                let mut line = report::summary_line(&totals, fdb.len(), fdb.capacity(), elapsed.as_secs_f64());
+                let rx =
+                    totals.get(WorkerCounter::Packets) - last_totals.get(WorkerCounter::Packets);
+                let mut line =
+                    report::summary_line(&totals, fdb.len(), fdb.capacity(), elapsed.as_secs_f64());
                 line.push_str(&format!(" | {:.1} kpps", rx as f64 / secs / 1e3));
                 for sp in ports {
                     let idx = sp.port.id().index();

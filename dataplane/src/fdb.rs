@@ -212,7 +212,8 @@ impl Fdb {
     /// The port `(vlan, mac)` lives on, if known.
     #[inline(always)]
     pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<u16> {
-        self.find(make_key(vlan, mac)).map(|(_, _, _, v)| val_port(v))
+        self.find(make_key(vlan, mac))
+            .map(|(_, _, _, v)| val_port(v))
     }
 
     /// Records that `mac` was seen as a source on `port` in `vlan` at time `now`.
@@ -223,13 +224,22 @@ impl Fdb {
         if let Some((b, i, k, v)) = self.find(key) {
             let old = val_port(v);
             if k & STATIC != 0 {
-                return if old == port { Learn::Known } else { Learn::StaticElsewhere { port: old } };
+                return if old == port {
+                    Learn::Known
+                } else {
+                    Learn::StaticElsewhere { port: old }
+                };
             }
             if old == port && val_ts(v) == now {
                 return Learn::Known;
             }
             let new = make_val(port, val_gen(v), now);
-            return match self.buckets[b].vals[i].compare_exchange(v, new, Ordering::AcqRel, Ordering::Relaxed) {
+            return match self.buckets[b].vals[i].compare_exchange(
+                v,
+                new,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) if old == port => Learn::Refreshed,
                 Ok(_) => Learn::Moved { from: old },
                 Err(_) => Learn::Contended,
@@ -247,9 +257,17 @@ impl Fdb {
         // The emptier of the two buckets first: this is what keeps buckets from overflowing
         // until the table is nearly full (two-choice hashing).
         let empty = |b: usize| {
-            self.buckets[b].keys.iter().filter(|k| k.load(Ordering::Relaxed) == 0).count()
+            self.buckets[b]
+                .keys
+                .iter()
+                .filter(|k| k.load(Ordering::Relaxed) == 0)
+                .count()
         };
-        let order = if empty(pair[1]) > empty(pair[0]) { [pair[1], pair[0]] } else { pair };
+        let order = if empty(pair[1]) > empty(pair[0]) {
+            [pair[1], pair[0]]
+        } else {
+            pair
+        };
         for b in order {
             let bucket = &self.buckets[b];
             for i in 0..SLOTS {
@@ -449,7 +467,10 @@ mod tests {
     fn static_entries_are_not_moved_by_learning() {
         let fdb = Fdb::new(16);
         fdb.add_static(0, mac(9), 4);
-        assert_eq!(fdb.learn(0, mac(9), 5, 0), Learn::StaticElsewhere { port: 4 });
+        assert_eq!(
+            fdb.learn(0, mac(9), 5, 0),
+            Learn::StaticElsewhere { port: 4 }
+        );
         assert_eq!(fdb.lookup(0, mac(9)), Some(4));
         assert_eq!(fdb.flush(None), 0);
         assert!(fdb.remove(0, mac(9)));
@@ -522,13 +543,21 @@ mod tests {
         const KEYS: u32 = 2_000;
         let fdb = Arc::new(Fdb::new(4_096));
         let stop = Arc::new(AtomicBool::new(false));
+        // Everyone starts together, so readers and the ager overlap the learners.
+        let start = Arc::new(std::sync::Barrier::new(6));
         let mut handles = Vec::new();
         for t in 0..3u32 {
             let fdb = Arc::clone(&fdb);
+            let start = Arc::clone(&start);
             handles.push(std::thread::spawn(move || {
-                for round in 0..60u32 {
+                start.wait();
+                for round in 0..300u32 {
                     for n in 0..KEYS {
-                        let port = if (n + round + t) % 2 == 0 { (n % 8) as u16 } else { 100 + (n % 8) as u16 };
+                        let port = if (n + round + t) % 2 == 0 {
+                            (n % 8) as u16
+                        } else {
+                            100 + (n % 8) as u16
+                        };
                         fdb.learn(0, mac(n), port, round);
                     }
                 }
@@ -538,12 +567,17 @@ mod tests {
             .map(|_| {
                 let fdb = Arc::clone(&fdb);
                 let stop = Arc::clone(&stop);
+                let start = Arc::clone(&start);
                 std::thread::spawn(move || {
+                    start.wait();
                     let mut hits = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         for n in 0..KEYS {
                             if let Some(p) = fdb.lookup(0, mac(n)) {
-                                assert!(p == (n % 8) as u16 || p == 100 + (n % 8) as u16, "torn read: key {n} on port {p}");
+                                assert!(
+                                    p == (n % 8) as u16 || p == 100 + (n % 8) as u16,
+                                    "torn read: key {n} on port {p}"
+                                );
                                 hits += 1;
                             }
                         }
@@ -555,12 +589,14 @@ mod tests {
         let ager = {
             let fdb = Arc::clone(&fdb);
             let stop = Arc::clone(&stop);
+            let start = Arc::clone(&start);
             std::thread::spawn(move || {
+                start.wait();
                 let mut t = 0u32;
                 while !stop.load(Ordering::Relaxed) {
                     fdb.age(t, 2);
                     t = (t + 1) % 64;
-                    if t % 16 == 0 {
+                    if t.is_multiple_of(16) {
                         fdb.flush(Some(3));
                     }
                 }
@@ -570,9 +606,8 @@ mod tests {
             h.join().unwrap();
         }
         stop.store(true, Ordering::Relaxed);
-        for r in readers {
-            assert!(r.join().unwrap() > 0);
-        }
+        let hits: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
+        assert!(hits > 0, "the readers never overlapped the learners");
         ager.join().unwrap();
         let mut count: HashMap<MacAddr, usize> = HashMap::new();
         let mut total = 0;

@@ -110,7 +110,15 @@ impl BridgeView {
 /// The bridge is VLAN-unaware here: every address is learned in VLAN 0 (shared learning),
 /// and tagged frames are forwarded as they are.
 #[inline(always)]
-pub fn decide(ingress: u16, frame: &[u8], pkt_len: u32, nb_segs: u16, bridge: &BridgeView, fdb: &Fdb, now: u32) -> Verdict {
+pub fn decide(
+    ingress: u16,
+    frame: &[u8],
+    pkt_len: u32,
+    nb_segs: u16,
+    bridge: &BridgeView,
+    fdb: &Fdb,
+    now: u32,
+) -> Verdict {
     let drop = |r| Verdict {
         action: Action::Drop(r),
         learn: None,
@@ -197,15 +205,24 @@ mod tests {
     fn broadcast_and_multicast_flood() {
         let fdb = Fdb::new(64);
         assert_eq!(run(&fdb, 2, &frame(BCAST, A)), Action::Flood);
-        assert_eq!(run(&fdb, 2, &frame([0x01, 0, 0x5e, 0, 0, 1], A)), Action::Flood);
-        assert_eq!(run(&fdb, 2, &frame([0x33, 0x33, 0, 0, 0, 1], A)), Action::Flood);
+        assert_eq!(
+            run(&fdb, 2, &frame([0x01, 0, 0x5e, 0, 0, 1], A)),
+            Action::Flood
+        );
+        assert_eq!(
+            run(&fdb, 2, &frame([0x33, 0x33, 0, 0, 0, 1], A)),
+            Action::Flood
+        );
     }
 
     #[test]
     fn never_back_out_of_the_ingress_port() {
         let fdb = Fdb::new(64);
         run(&fdb, 1, &frame(BCAST, B));
-        assert_eq!(run(&fdb, 1, &frame(B, A)), Action::Drop(DropReason::SameSegment));
+        assert_eq!(
+            run(&fdb, 1, &frame(B, A)),
+            Action::Drop(DropReason::SameSegment)
+        );
         assert_eq!(bridge().flood_ports(1).collect::<Vec<_>>(), vec![0, 2]);
     }
 
@@ -237,7 +254,10 @@ mod tests {
         );
         let fdb = Fdb::new(64);
         let mcast_src = [0x01, 0, 0x5e, 0, 0, 9];
-        assert_eq!(run(&fdb, 0, &frame(B, mcast_src)), Action::Drop(DropReason::SrcMacMulticast));
+        assert_eq!(
+            run(&fdb, 0, &frame(B, mcast_src)),
+            Action::Drop(DropReason::SrcMacMulticast)
+        );
         assert!(fdb.is_empty(), "a bad frame's source is never learned");
     }
 
@@ -256,8 +276,14 @@ mod tests {
         let fdb = Fdb::new(64);
         let stp = [0x01, 0x80, 0xc2, 0, 0, 0];
         let lldp = [0x01, 0x80, 0xc2, 0, 0, 0x0e];
-        assert_eq!(run(&fdb, 0, &frame(stp, A)), Action::Drop(DropReason::ReservedDst));
-        assert_eq!(run(&fdb, 0, &frame(lldp, A)), Action::Drop(DropReason::ReservedDst));
+        assert_eq!(
+            run(&fdb, 0, &frame(stp, A)),
+            Action::Drop(DropReason::ReservedDst)
+        );
+        assert_eq!(
+            run(&fdb, 0, &frame(lldp, A)),
+            Action::Drop(DropReason::ReservedDst)
+        );
     }
 
     #[test]

@@ -347,7 +347,10 @@ mod tests {
     #[test]
     fn rejects_runts_and_cut_tags() {
         for len in 0..14 {
-            assert_eq!(L2Header::parse(&ARP_REQUEST_HDR[..len]), Err(ParseError::Runt));
+            assert_eq!(
+                L2Header::parse(&ARP_REQUEST_HDR[..len]),
+                Err(ParseError::Runt)
+            );
         }
         let mut cut = ARP_REQUEST_HDR.to_vec();
         cut[12..14].copy_from_slice(&[0x81, 0x00]);
@@ -360,8 +363,14 @@ mod tests {
     #[test]
     fn mac_classes() {
         assert!(MacAddr::BROADCAST.is_multicast());
-        assert!("01:00:5e:00:00:01".parse::<MacAddr>().unwrap().is_multicast());
-        assert!(!"52:54:00:00:00:01".parse::<MacAddr>().unwrap().is_multicast());
+        assert!("01:00:5e:00:00:01"
+            .parse::<MacAddr>()
+            .unwrap()
+            .is_multicast());
+        assert!(!"52:54:00:00:00:01"
+            .parse::<MacAddr>()
+            .unwrap()
+            .is_multicast());
         for last in 0..=0x0f {
             assert!(MacAddr([1, 0x80, 0xc2, 0, 0, last]).is_reserved_group());
         }

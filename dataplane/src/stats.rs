@@ -112,13 +112,17 @@ pub struct Counters {
 
 impl Default for Counters {
     fn default() -> Self {
-        Counters { vals: [0; COUNTERS] }
+        Counters {
+            vals: [0; COUNTERS],
+        }
     }
 }
 
 impl std::fmt::Debug for Counters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Counters").field("packets", &self.get(WorkerCounter::Packets)).finish_non_exhaustive()
+        f.debug_struct("Counters")
+            .field("packets", &self.get(WorkerCounter::Packets))
+            .finish_non_exhaustive()
     }
 }
 

@@ -94,7 +94,7 @@ impl Worker {
             stats,
             stop,
         } = self;
-        debug_assert!(MAX_PORTS <= 64, "the dirty-port mask is a u64");
+        const { assert!(MAX_PORTS <= 64, "the dirty-port mask is a u64") };
         log::info!(
             "worker on lcore {lcore}: polling {}",
             rx.iter()
@@ -136,13 +136,23 @@ impl Worker {
                     }
                     c.port_add(inp, PortCounter::RxPackets, 1);
                     c.port_add(inp, PortCounter::RxBytes, u64::from(m.pkt_len()));
-                    let v = decide(ingress, m.data(), m.pkt_len(), m.nb_segs(), &bridge, &fdb, now);
+                    let v = decide(
+                        ingress,
+                        m.data(),
+                        m.pkt_len(),
+                        m.nb_segs(),
+                        &bridge,
+                        &fdb,
+                        now,
+                    );
                     match v.learn {
                         None | Some(Learn::Known | Learn::Refreshed | Learn::Contended) => {}
                         Some(Learn::Learned) => c.add(WorkerCounter::Learned, 1),
                         Some(Learn::Moved { .. }) => c.add(WorkerCounter::Moved, 1),
                         Some(Learn::Full) => c.add(WorkerCounter::FdbFull, 1),
-                        Some(Learn::StaticElsewhere { .. }) => c.add(WorkerCounter::StaticConflict, 1),
+                        Some(Learn::StaticElsewhere { .. }) => {
+                            c.add(WorkerCounter::StaticConflict, 1)
+                        }
                     }
                     match v.action {
                         Action::Unicast(p) => {
@@ -183,7 +193,7 @@ impl Worker {
             }
             last = t;
             iterations += 1;
-            if iterations % HOUSEKEEPING_INTERVAL == 0 {
+            if iterations.is_multiple_of(HOUSEKEEPING_INTERVAL) {
                 c.add(WorkerCounter::Iterations, HOUSEKEEPING_INTERVAL);
                 c.publish(&stats);
                 if stop.load(Ordering::Acquire) {
@@ -192,9 +202,15 @@ impl Worker {
             }
         }
         egress.flush_all(&mut c);
-        c.add(WorkerCounter::Iterations, iterations % HOUSEKEEPING_INTERVAL);
+        c.add(
+            WorkerCounter::Iterations,
+            iterations % HOUSEKEEPING_INTERVAL,
+        );
         c.publish(&stats);
-        log::info!("worker on lcore {lcore}: stopped after {} packets", c.get(WorkerCounter::Packets));
+        log::info!(
+            "worker on lcore {lcore}: stopped after {} packets",
+            c.get(WorkerCounter::Packets)
+        );
         0
     }
 }

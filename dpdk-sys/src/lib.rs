@@ -2,8 +2,17 @@
 //! that exports DPDK's static inline functions (rx/tx burst, mbuf and ring helpers).
 //!
 //! No logic lives here: the safe layer is `dataplane::dpdk`.
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
-#![allow(clippy::all, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
+#![allow(
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 #![allow(unsafe_op_in_unsafe_fn, improper_ctypes)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

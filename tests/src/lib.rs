@@ -20,7 +20,11 @@ pub fn bin() -> PathBuf {
     if let Ok(p) = std::env::var("PMDSWITCH_BIN") {
         return PathBuf::from(p);
     }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
@@ -29,7 +33,11 @@ pub fn bin() -> PathBuf {
         p.exists(),
         "{} not found: build it first (cargo build {}-p pmdswitch), as scripts/test.sh does",
         p.display(),
-        if profile == "release" { "--release " } else { "" }
+        if profile == "release" {
+            "--release "
+        } else {
+            ""
+        }
     );
     p
 }
@@ -52,10 +60,19 @@ pub fn eal_args() -> Vec<String> {
         std::process::id(),
         PREFIX_SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    ["-l", "0,1", "--no-pci", "--in-memory", "--file-prefix", &prefix, "--log-level", "pmd.net.tap:error"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    [
+        "-l",
+        "0,1",
+        "--no-pci",
+        "--in-memory",
+        "--file-prefix",
+        &prefix,
+        "--log-level",
+        "pmd.net.tap:error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// A finished run.
@@ -134,7 +151,10 @@ impl Switch {
                         return;
                     }
                 }
-                Err(_) => panic!("no log line with {needle:?} within {timeout:?}; log:\n{}", self.log.join("\n")),
+                Err(_) => panic!(
+                    "no log line with {needle:?} within {timeout:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
             }
         }
     }
@@ -167,7 +187,10 @@ impl Switch {
             if t0.elapsed() > timeout {
                 let _ = child.kill();
                 let s = child.wait().expect("wait");
-                panic!("pmdswitch did not exit within {timeout:?} (killed: {s}); log:\n{}", self.drain_log());
+                panic!(
+                    "pmdswitch did not exit within {timeout:?} (killed: {s}); log:\n{}",
+                    self.drain_log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -176,13 +199,23 @@ impl Switch {
         let stats = std::fs::read_to_string(&self.stats_path)
             .ok()
             .map(|s| serde_json::from_str(&s).expect("stats JSON parses"));
-        (Finished { status, output, stats }, took)
+        (
+            Finished {
+                status,
+                output,
+                stats,
+            },
+            took,
+        )
     }
 
     fn drain_log(&mut self) -> String {
         // The reader threads end at EOF once the process is gone.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while let Ok(l) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Ok(l) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             self.log.push(l);
         }
         self.log.join("\n")
@@ -265,7 +298,11 @@ pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
     while off + 16 <= b.len() {
         let incl = u32_at(off + 8) as usize;
         let start = off + 16;
-        assert!(start + incl <= b.len(), "{}: truncated record", path.display());
+        assert!(
+            start + incl <= b.len(),
+            "{}: truncated record",
+            path.display()
+        );
         out.push(b[start..start + incl].to_vec());
         off = start + incl;
     }
@@ -295,7 +332,11 @@ pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize, tag: u16) -> Vec<u8> {
 
 /// Runs a shell command, panicking with its output if it fails.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("run sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
     assert!(
         out.status.success(),
         "`{cmd}` failed ({}):\n{}{}",
@@ -328,7 +369,9 @@ impl Netns {
         let _ = sh_ok(&format!("ip netns del {name}"));
         sh(&format!("ip netns add {name}"));
         sh(&format!("ip -n {name} link set lo up"));
-        Netns { name: name.to_owned() }
+        Netns {
+            name: name.to_owned(),
+        }
     }
 
     /// Moves interface `ifname` in, brings it up with `addr` (CIDR).

@@ -37,7 +37,7 @@ extern "C" fn launch_trampoline(arg: *mut c_void) -> c_int {
     // rte_eal_remote_launch hands it to this function once, so ownership is taken back once.
     let f: Box<LaunchFn> = unsafe { Box::from_raw(arg.cast::<LaunchFn>()) };
     // A panic must not unwind into C: report it as a failed worker instead.
-    catch_unwind(AssertUnwindSafe(move || f())).unwrap_or(-1)
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(-1)
 }
 
 impl Eal {
@@ -65,10 +65,7 @@ impl Eal {
         // array live for the rest of the process.
         let strings: &'static mut Vec<CString> = Box::leak(Box::new(owned));
         let argv: &'static mut Vec<*mut std::ffi::c_char> = Box::leak(Box::new(
-            strings
-                .iter_mut()
-                .map(|s| s.as_ptr().cast_mut())
-                .collect(),
+            strings.iter_mut().map(|s| s.as_ptr().cast_mut()).collect(),
         ));
         let argc = c_int::try_from(argv.len()).expect("argument count fits in int");
         // SAFETY: argv holds argc valid NUL-terminated strings that are never freed; this is the
@@ -116,7 +113,10 @@ impl Eal {
         if ret != 0 {
             // SAFETY: the launch failed, so the trampoline never ran and `arg` is still ours.
             drop(unsafe { Box::from_raw(arg.cast::<LaunchFn>()) });
-            return Err(DpdkError::from_ret(format!("rte_eal_remote_launch(lcore {lcore})"), ret));
+            return Err(DpdkError::from_ret(
+                format!("rte_eal_remote_launch(lcore {lcore})"),
+                ret,
+            ));
         }
         Ok(())
     }

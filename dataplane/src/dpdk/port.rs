@@ -122,7 +122,10 @@ impl Port {
         // SAFETY: a valid C string; DPDK parses and copies it.
         let ret = unsafe { sys::rte_dev_probe(c.as_ptr()) };
         if ret < 0 {
-            return Err(DpdkError::from_ret(format!("rte_dev_probe({devargs})"), ret));
+            return Err(DpdkError::from_ret(
+                format!("rte_dev_probe({devargs})"),
+                ret,
+            ));
         }
         let id = find_port(&c, devargs).ok_or_else(|| DpdkError {
             op: format!("rte_dev_probe({devargs})"),
@@ -188,7 +191,11 @@ impl Port {
 
     /// Sets up the queues (rx queues fill from `pool`), spreading rx over the queues by RSS
     /// when there is more than one and the device can hash. Call once, before `start`.
-    pub fn configure(&mut self, cfg: PortConfig, pool: Arc<Mempool>) -> Result<PortConfig, DpdkError> {
+    pub fn configure(
+        &mut self,
+        cfg: PortConfig,
+        pool: Arc<Mempool>,
+    ) -> Result<PortConfig, DpdkError> {
         let id = self.id().0;
         let info = self.raw_info()?;
         let mut conf = sys::rte_eth_conf::default();
@@ -212,7 +219,10 @@ impl Port {
         // SAFETY: valid port id; the two counters are writable and updated in place.
         let ret = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(id, &mut rx_desc, &mut tx_desc) };
         if ret != 0 {
-            return Err(DpdkError::from_ret(format!("rte_eth_dev_adjust_nb_rx_tx_desc(port {id})"), ret));
+            return Err(DpdkError::from_ret(
+                format!("rte_eth_dev_adjust_nb_rx_tx_desc(port {id})"),
+                ret,
+            ));
         }
         // SAFETY: valid port id.
         let socket = unsafe { sys::rte_eth_dev_socket_id(id) };
@@ -225,14 +235,21 @@ impl Port {
                 sys::rte_eth_rx_queue_setup(id, q, rx_desc, socket, std::ptr::null(), pool.as_ptr())
             };
             if ret != 0 {
-                return Err(DpdkError::from_ret(format!("rte_eth_rx_queue_setup(port {id}, queue {q})"), ret));
+                return Err(DpdkError::from_ret(
+                    format!("rte_eth_rx_queue_setup(port {id}, queue {q})"),
+                    ret,
+                ));
             }
         }
         for q in 0..cfg.tx_queues {
             // SAFETY: configured port, queue index below the configured count, default txconf.
-            let ret = unsafe { sys::rte_eth_tx_queue_setup(id, q, tx_desc, socket, std::ptr::null()) };
+            let ret =
+                unsafe { sys::rte_eth_tx_queue_setup(id, q, tx_desc, socket, std::ptr::null()) };
             if ret != 0 {
-                return Err(DpdkError::from_ret(format!("rte_eth_tx_queue_setup(port {id}, queue {q})"), ret));
+                return Err(DpdkError::from_ret(
+                    format!("rte_eth_tx_queue_setup(port {id}, queue {q})"),
+                    ret,
+                ));
             }
         }
         self.pool = Some(pool);
@@ -251,14 +268,20 @@ impl Port {
         // SAFETY: valid, configured port.
         let ret = unsafe { sys::rte_eth_dev_start(id) };
         if ret != 0 {
-            return Err(DpdkError::from_ret(format!("rte_eth_dev_start(port {id})"), ret));
+            return Err(DpdkError::from_ret(
+                format!("rte_eth_dev_start(port {id})"),
+                ret,
+            ));
         }
         self.started = true;
         // SAFETY: valid, started port. Devices that are always promiscuous answer -ENOTSUP,
         // which is harmless for a switch port.
         let ret = unsafe { sys::rte_eth_promiscuous_enable(id) };
         if ret != 0 && ret != -95 {
-            return Err(DpdkError::from_ret(format!("rte_eth_promiscuous_enable(port {id})"), ret));
+            return Err(DpdkError::from_ret(
+                format!("rte_eth_promiscuous_enable(port {id})"),
+                ret,
+            ));
         }
         Ok(())
     }
@@ -288,7 +311,8 @@ impl Port {
             .collect();
         let ntx = usize::from(cfg.tx_queues.max(1));
         let shared = tx_users > ntx;
-        let locks: Vec<Arc<AtomicBool>> = (0..ntx).map(|_| Arc::new(AtomicBool::new(false))).collect();
+        let locks: Vec<Arc<AtomicBool>> =
+            (0..ntx).map(|_| Arc::new(AtomicBool::new(false))).collect();
         let tx = (0..tx_users)
             .map(|u| TxQueue {
                 port: Arc::clone(&self.inner),
@@ -313,7 +337,11 @@ impl Port {
         }
         Link {
             up: l.link_status() != 0,
-            speed_mbps: if l.link_speed == sys::RTE_ETH_SPEED_NUM_UNKNOWN { 0 } else { l.link_speed },
+            speed_mbps: if l.link_speed == sys::RTE_ETH_SPEED_NUM_UNKNOWN {
+                0
+            } else {
+                l.link_speed
+            },
             full_duplex: l.link_duplex() != 0,
         }
     }
@@ -335,7 +363,10 @@ impl Port {
         // SAFETY: valid port id; s is writable. Reading stats is safe alongside rx/tx bursts.
         let ret = unsafe { sys::rte_eth_stats_get(self.id().0, &mut s) };
         if ret != 0 {
-            return Err(DpdkError::from_ret(format!("rte_eth_stats_get(port {})", self.id()), ret));
+            return Err(DpdkError::from_ret(
+                format!("rte_eth_stats_get(port {})", self.id()),
+                ret,
+            ));
         }
         Ok(PortStats {
             ipackets: s.ipackets,
@@ -377,21 +408,31 @@ impl Port {
             // SAFETY: no queue handle is left, so nothing polls the port while it stops.
             let ret = unsafe { sys::rte_eth_dev_stop(id) };
             if ret != 0 {
-                log::warn!("rte_eth_dev_stop(port {id}): {}", DpdkError::from_ret("", ret).message);
+                log::warn!(
+                    "rte_eth_dev_stop(port {id}): {}",
+                    DpdkError::from_ret("", ret).message
+                );
             }
             self.started = false;
         }
         // SAFETY: the port is stopped and no handle refers to it; after this call the id is dead.
         let ret = unsafe { sys::rte_eth_dev_close(id) };
         if ret != 0 {
-            return Err(DpdkError::from_ret(format!("rte_eth_dev_close(port {id})"), ret));
+            return Err(DpdkError::from_ret(
+                format!("rte_eth_dev_close(port {id})"),
+                ret,
+            ));
         }
         if !self.device.is_null() {
             // SAFETY: the rte_device this port was probed from; its ethdev is closed, so the
             // driver's remove only releases the device (hot-unplug), making the name reusable.
             let ret = unsafe { sys::rte_dev_remove(self.device) };
             if ret != 0 && ret != -2 {
-                log::debug!("rte_dev_remove({}): {}", self.devargs, DpdkError::from_ret("", ret).message);
+                log::debug!(
+                    "rte_dev_remove({}): {}",
+                    self.devargs,
+                    DpdkError::from_ret("", ret).message
+                );
             }
         }
         // Mbufs held by the rx rings went back to the pool at close: the pool may go now.
@@ -415,8 +456,19 @@ const RSS_IP_TCP_UDP: u64 = {
     }
     // IPV4, FRAG_IPV4, NONFRAG_IPV4_TCP, NONFRAG_IPV4_UDP, NONFRAG_IPV4_OTHER, IPV6, FRAG_IPV6,
     // NONFRAG_IPV6_TCP, NONFRAG_IPV6_UDP, NONFRAG_IPV6_OTHER, IPV6_EX, IPV6_TCP_EX, IPV6_UDP_EX
-    bit(2) | bit(3) | bit(4) | bit(5) | bit(7) | bit(8) | bit(9) | bit(10) | bit(11) | bit(13)
-        | bit(15) | bit(16) | bit(17)
+    bit(2)
+        | bit(3)
+        | bit(4)
+        | bit(5)
+        | bit(7)
+        | bit(8)
+        | bit(9)
+        | bit(10)
+        | bit(11)
+        | bit(13)
+        | bit(15)
+        | bit(16)
+        | bit(17)
 };
 
 fn find_port(devargs_c: &CStr, devargs: &str) -> Option<PortId> {
@@ -467,7 +519,12 @@ impl RxQueue {
         // port is started and cannot be stopped while the handle lives; the burst has room for
         // BURST_SIZE pointers, and the PMD writes exactly the returned count of valid mbufs.
         let n = unsafe {
-            sys::rte_eth_rx_burst(self.port.id.0, self.queue, burst.fill_ptr(), BURST_SIZE as u16)
+            sys::rte_eth_rx_burst(
+                self.port.id.0,
+                self.queue,
+                burst.fill_ptr(),
+                BURST_SIZE as u16,
+            )
         };
         let n = usize::from(n);
         burst.set_len(n);
@@ -518,7 +575,8 @@ impl TxQueue {
         // SAFETY: the port is started and cannot stop while this handle lives; the queue is used
         // by this worker alone (owned, or under its lock); the batch holds `len` valid mbufs and
         // DPDK takes ownership of the first `sent` of them, which `complete` then forgets.
-        let sent = unsafe { sys::rte_eth_tx_burst(self.port.id.0, self.queue, batch.as_mut_ptr(), n) };
+        let sent =
+            unsafe { sys::rte_eth_tx_burst(self.port.id.0, self.queue, batch.as_mut_ptr(), n) };
         if let Some(l) = &self.lock {
             l.store(false, Ordering::Release);
         }
