@@ -7,7 +7,5 @@
 int pmdswitch_rte_errno(void);
 /* rte_version() string of the DPDK the process loaded. */
 const char *pmdswitch_rte_version(void);
-/* Prefetch a line into all cache levels (rte_prefetch0 is inline asm). */
-void pmdswitch_prefetch0(const volatile void *p);
 
 #endif

@@ -130,6 +130,17 @@ fn duration_ends_the_run_with_stats() {
     for field in ["lcore", "packets", "cycles_per_packet"] {
         assert!(!s["workers"][0][field].is_null(), "workers[].{field}");
     }
+    let q = &s["workers"][0]["cycles_per_burst"];
+    let (p50, p99, p999) = (
+        q["p50"].as_u64().unwrap(),
+        q["p99"].as_u64().unwrap(),
+        q["p999"].as_u64().unwrap(),
+    );
+    assert!(q["count"].as_u64().unwrap() > 0, "bursts were timed: {q}");
+    assert!(
+        0 < p50 && p50 <= p99 && p99 <= p999 && p999 <= q["max"].as_u64().unwrap(),
+        "{q}"
+    );
     assert!(s["fdb"]["entries"].is_u64());
     assert!(s["workers"][0]["packets"].as_u64().unwrap() > 0);
 }

@@ -108,6 +108,36 @@ pub struct WorkerReport {
     pub flooded: u64,
     /// Copies sent by flooding.
     pub flood_copies: u64,
+    /// Distribution of TSC cycles spent on one non-empty rx burst (rx, switch, tx).
+    pub cycles_per_burst: Quantiles,
+}
+
+/// Quantiles of a cycles histogram.
+#[derive(Debug, Serialize)]
+pub struct Quantiles {
+    /// Bursts recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Quantiles {
+    /// Reads the quantiles off a histogram (all 0 when it is empty).
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Quantiles {
+        Quantiles {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
 }
 
 /// The MAC table.
@@ -184,6 +214,7 @@ pub fn build(i: Inputs<'_>) -> Report {
                 unicast: c.get(WorkerCounter::Unicast),
                 flooded: c.get(WorkerCounter::Flooded),
                 flood_copies: c.get(WorkerCounter::FloodCopies),
+                cycles_per_burst: Quantiles::of(&w.cycles_per_burst()),
             }
         })
         .collect();

@@ -2,7 +2,7 @@
 //! view of its ports and the MAC table. No DPDK here, so it is unit-tested on plain bytes.
 #![forbid(unsafe_code)]
 
-use crate::fdb::{Fdb, Learn};
+use crate::fdb::{Fdb, FdbKey, Learn};
 use crate::packet::{L2Header, ParseError};
 
 /// Why a frame was not forwarded. Each reason indexes a per-worker counter.
@@ -104,15 +104,74 @@ impl BridgeView {
     }
 }
 
+/// A frame's header, parsed and hashed ahead of its decision, so that the MAC table buckets
+/// of its addresses can be prefetched while the frames before it are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prepared {
+    hdr: Result<L2Header, ParseError>,
+    src: FdbKey,
+    dst: FdbKey,
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Prepared {
+            hdr: Err(ParseError::Runt),
+            src: FdbKey::default(),
+            dst: FdbKey::default(),
+        }
+    }
+}
+
+/// Parses the frame's layer-2 header and hashes (and prefetches) the table keys it will need.
+/// The bridge is VLAN-unaware here: every address is keyed in VLAN 0 (shared learning).
+#[inline(always)]
+pub fn prepare(frame: &[u8], fdb: &Fdb) -> Prepared {
+    let mut p = Prepared {
+        hdr: L2Header::parse(frame),
+        ..Prepared::default()
+    };
+    if let Ok(h) = &p.hdr {
+        p.src = fdb.key(0, h.src);
+        fdb.prefetch(&p.src);
+        if !h.dst.is_multicast() {
+            p.dst = fdb.key(0, h.dst);
+            fdb.prefetch(&p.dst);
+        }
+    }
+    p
+}
+
 /// Decides where a frame received on `ingress` goes, learning its source address.
 ///
 /// `frame` is the first segment's bytes; `pkt_len` and `nb_segs` describe the whole packet.
-/// The bridge is VLAN-unaware here: every address is learned in VLAN 0 (shared learning),
-/// and tagged frames are forwarded as they are.
+/// Tagged frames are forwarded as they are.
 #[inline(always)]
 pub fn decide(
     ingress: u16,
     frame: &[u8],
+    pkt_len: u32,
+    nb_segs: u16,
+    bridge: &BridgeView,
+    fdb: &Fdb,
+    now: u32,
+) -> Verdict {
+    decide_prepared(
+        ingress,
+        &prepare(frame, fdb),
+        pkt_len,
+        nb_segs,
+        bridge,
+        fdb,
+        now,
+    )
+}
+
+/// [`decide`] for a frame [`prepare`]d earlier.
+#[inline(always)]
+pub fn decide_prepared(
+    ingress: u16,
+    p: &Prepared,
     pkt_len: u32,
     nb_segs: u16,
     bridge: &BridgeView,
@@ -126,7 +185,7 @@ pub fn decide(
     if nb_segs != 1 {
         return drop(DropReason::MultiSegment);
     }
-    let hdr = match L2Header::parse(frame) {
+    let hdr = match p.hdr {
         Ok(h) => h,
         Err(ParseError::Runt) => return drop(DropReason::Runt),
         Err(ParseError::TruncatedVlan) => return drop(DropReason::TruncatedVlan),
@@ -138,7 +197,7 @@ pub fn decide(
     if hdr.src.is_multicast() {
         return drop(DropReason::SrcMacMulticast);
     }
-    let learn = Some(fdb.learn(0, hdr.src, ingress, now));
+    let learn = Some(fdb.learn_key(&p.src, ingress, now));
     let action = if hdr.dst.is_multicast() {
         if hdr.dst.is_reserved_group() {
             Action::Drop(DropReason::ReservedDst)
@@ -146,9 +205,9 @@ pub fn decide(
             flood_or_drop(ingress, bridge)
         }
     } else {
-        match fdb.lookup(0, hdr.dst) {
-            Some(p) if p == ingress => Action::Drop(DropReason::SameSegment),
-            Some(p) => Action::Unicast(p),
+        match fdb.lookup_key(&p.dst) {
+            Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),
+            Some(q) => Action::Unicast(q),
             None => flood_or_drop(ingress, bridge),
         }
     };

@@ -7,16 +7,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::dpdk::{tsc, Burst, LcoreId, Mbuf, RxQueue, TxBatch, TxQueue, MAX_PORTS};
+use crate::dpdk::{tsc, Burst, LcoreId, Mbuf, RxQueue, TxBatch, TxQueue, BURST_SIZE, MAX_PORTS};
 use crate::fdb::{Fdb, Learn};
-use crate::forward::{decide, Action, BridgeView, DropReason};
-use crate::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
+use crate::forward::{decide_prepared, prepare, Action, BridgeView, DropReason, Prepared};
+use crate::stats::{cycles_histogram, Counters, PortCounter, WorkerCounter, WorkerStats};
 
 /// Poll iterations between publishing counters and checking the stop flag.
 pub const HOUSEKEEPING_INTERVAL: u64 = 1024;
-
-/// How many packets ahead of the one being switched to prefetch.
-const PREFETCH_OFFSET: usize = 3;
 
 /// Everything one worker needs, moved onto its lcore.
 pub struct Worker {
@@ -108,43 +105,38 @@ impl Worker {
             dirty: 0,
         };
         let mut c = Counters::default();
+        let mut cycles = cycles_histogram();
         let mut burst = Burst::new();
+        let mut prepared = [Prepared::default(); BURST_SIZE];
         let mut flood_to = [0u16; MAX_PORTS];
         let mut iterations: u64 = 0;
-        let mut last = tsc();
+        let mut mark = tsc();
         loop {
             let now = fdb.now();
-            let mut received = 0usize;
             for q in rx.iter_mut() {
                 let n = q.rx_burst(&mut burst);
                 if n == 0 {
+                    let t = tsc();
+                    c.add(WorkerCounter::IdleCycles, t.wrapping_sub(mark));
+                    mark = t;
                     continue;
                 }
-                received += n;
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
-                c.add(WorkerCounter::Bursts, 1);
-                let mut pkts = burst.drain();
-                for k in 0..PREFETCH_OFFSET {
-                    if let Some(m) = pkts.ahead(k) {
-                        m.prefetch_data();
-                    }
+                // Three passes over the burst: bring the frames' headers in, parse them and
+                // start loading their MAC table buckets, then decide and queue each frame.
+                let pkts = burst.as_slice();
+                for m in pkts {
+                    m.prefetch_data();
                 }
-                while let Some(m) = pkts.next() {
-                    if let Some(ahead) = pkts.ahead(PREFETCH_OFFSET - 1) {
-                        ahead.prefetch_data();
-                    }
-                    c.port_add(inp, PortCounter::RxPackets, 1);
-                    c.port_add(inp, PortCounter::RxBytes, u64::from(m.pkt_len()));
-                    let v = decide(
-                        ingress,
-                        m.data(),
-                        m.pkt_len(),
-                        m.nb_segs(),
-                        &bridge,
-                        &fdb,
-                        now,
-                    );
+                for (m, p) in pkts.iter().zip(prepared.iter_mut()) {
+                    *p = prepare(m.data(), &fdb);
+                }
+                let mut bytes = 0u64;
+                for (m, p) in burst.drain().zip(prepared.iter()) {
+                    bytes += u64::from(m.pkt_len());
+                    let v =
+                        decide_prepared(ingress, p, m.pkt_len(), m.nb_segs(), &bridge, &fdb, now);
                     match v.learn {
                         None | Some(Learn::Known | Learn::Refreshed | Learn::Contended) => {}
                         Some(Learn::Learned) => c.add(WorkerCounter::Learned, 1),
@@ -181,21 +173,22 @@ impl Worker {
                         }
                     }
                 }
-                drop(pkts);
                 egress.flush_all(&mut c);
+                c.add(WorkerCounter::Packets, n as u64);
+                c.add(WorkerCounter::Bursts, 1);
+                c.port_add(inp, PortCounter::RxPackets, n as u64);
+                c.port_add(inp, PortCounter::RxBytes, bytes);
+                let t = tsc();
+                let spent = t.wrapping_sub(mark);
+                c.add(WorkerCounter::BusyCycles, spent);
+                cycles.saturating_record(spent);
+                mark = t;
             }
-            let t = tsc();
-            if received > 0 {
-                c.add(WorkerCounter::Packets, received as u64);
-                c.add(WorkerCounter::BusyCycles, t.wrapping_sub(last));
-            } else {
-                c.add(WorkerCounter::IdleCycles, t.wrapping_sub(last));
-            }
-            last = t;
             iterations += 1;
             if iterations.is_multiple_of(HOUSEKEEPING_INTERVAL) {
                 c.add(WorkerCounter::Iterations, HOUSEKEEPING_INTERVAL);
                 c.publish(&stats);
+                stats.merge_cycles(&mut cycles);
                 if stop.load(Ordering::Acquire) {
                     break;
                 }
@@ -207,6 +200,9 @@ impl Worker {
             iterations % HOUSEKEEPING_INTERVAL,
         );
         c.publish(&stats);
+        while !stats.merge_cycles(&mut cycles) {
+            std::hint::spin_loop();
+        }
         log::info!(
             "worker on lcore {lcore}: stopped after {} packets",
             c.get(WorkerCounter::Packets)

@@ -61,10 +61,8 @@ impl Mbuf {
     /// Hints the CPU to bring the first line of frame data into cache.
     #[inline(always)]
     pub fn prefetch_data(&self) {
-        let m = self.raw();
-        // SAFETY: prefetching is a hint without memory effects; the address is inside the buffer.
-        unsafe {
-            sys::pmdswitch_prefetch0(m.buf_addr.cast::<u8>().add(usize::from(m.data_off)).cast())
+        if let Some(first) = self.data().first() {
+            super::prefetch(first);
         }
     }
 
@@ -137,6 +135,14 @@ impl Burst {
         self.len = n;
     }
 
+    /// The packets held, in order.
+    #[inline(always)]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        // SAFETY: the first `len` slots hold initialised mbufs (set_len's contract), and
+        // MaybeUninit<Mbuf> has the layout of Mbuf.
+        unsafe { std::slice::from_raw_parts(self.mbufs.as_ptr().cast::<Mbuf>(), self.len) }
+    }
+
     /// Takes the packets out, in order, leaving the burst empty.
     pub fn drain(&mut self) -> BurstDrain<'_> {
         let len = std::mem::take(&mut self.len);
@@ -159,20 +165,6 @@ pub struct BurstDrain<'a> {
     burst: &'a mut Burst,
     next: usize,
     len: usize,
-}
-
-impl BurstDrain<'_> {
-    /// The packet `k` places after the next one to be taken, if any (for prefetching).
-    #[inline(always)]
-    pub fn ahead(&self, k: usize) -> Option<&Mbuf> {
-        let i = self.next + k;
-        if i < self.len {
-            // SAFETY: slots next..len hold initialised mbufs not yet taken.
-            Some(unsafe { self.burst.mbufs[i].assume_init_ref() })
-        } else {
-            None
-        }
-    }
 }
 
 impl Iterator for BurstDrain<'_> {
