@@ -55,24 +55,29 @@ static PREFIX_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// EAL arguments for one test process: one control and one worker lcore, never PCI.
 pub fn eal_args() -> Vec<String> {
+    eal_args_with(&["-l", "0,1"])
+}
+
+/// EAL arguments with the given lcore layout (`-l ...` or `--lcores ...`), never PCI, and a
+/// file prefix of their own.
+pub fn eal_args_with(lcores: &[&str]) -> Vec<String> {
     let prefix = format!(
         "pmdsw-test-{}-{}",
         std::process::id(),
         PREFIX_SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    [
-        "-l",
-        "0,1",
+    let mut a: Vec<String> = lcores.iter().map(|s| s.to_string()).collect();
+    for s in [
         "--no-pci",
         "--in-memory",
         "--file-prefix",
         &prefix,
         "--log-level",
         "pmd.net.tap:error",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ] {
+        a.push(s.to_string());
+    }
+    a
 }
 
 /// A finished run.
@@ -96,8 +101,13 @@ pub struct Switch {
 }
 
 impl Switch {
-    /// Starts `pmdswitch run ARGS --stats-json F -- EAL`.
+    /// Starts `pmdswitch run ARGS --stats-json F -- EAL` with one worker.
     pub fn start(args: &[String]) -> Switch {
+        Self::start_with_eal(args, eal_args())
+    }
+
+    /// Starts `pmdswitch run ARGS --stats-json F -- EAL` with the given EAL arguments.
+    pub fn start_with_eal(args: &[String], eal: Vec<String>) -> Switch {
         require_hugepages();
         let dir = tempfile::tempdir().expect("temp dir");
         let stats_path = dir.path().join("stats.json");
@@ -107,7 +117,7 @@ impl Switch {
             .arg("--stats-json")
             .arg(&stats_path)
             .arg("--")
-            .args(eal_args())
+            .args(eal)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
