@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """pmdswitch beside its peers, on this machine's DPDK virtual devices (no NIC, --no-pci).
 
-Two measurements, each run for pmdswitch and for dpdk-testpmd --forward-mode=io (the ceiling
-of one forwarding core) on identical devices:
+Forwarding rate, one core, 64-byte frames, on net_pcap infinite_rx=1 ports whose frames cross
+between port pairs (after learning: all unicast), for:
+  - pmdswitch (one worker lcore),
+  - dpdk-testpmd --forward-mode=io (the ceiling of one forwarding core: no table at all),
+  - Open vSwitch with DPDK (datapath_type=netdev, NORMAL action, MAC learning; its PMD on the
+    same core), when openvswitch-switch-dpdk is installed (scripts/setup.sh --bench),
+in four setups: 2 ports x 1K MACs, 4 ports x 1K MACs, 2 ports x 64K MACs (128K learned), and
+2 ports x 1K MACs with 1M more entries learned first. Each figure is the median of --runs
+alternating runs, measured over the steady state. Also: iperf3 TCP between two namespaces on
+net_tap ports (pmdswitch and testpmd io), and pmdswitch's resident memory and hugepage use.
 
-  pcap   single-core Mpps, 64-byte frames, two net_pcap infinite_rx=1 ports, 1,024 MAC pairs
-         (2,048 MACs) whose frames cross between the ports: steady state, all unicast.
-  tcp    iperf3 TCP throughput between two network namespaces on two net_tap ports.
-
-Each figure is the median of --runs alternating runs. Prints one table; --json writes it too.
-Run as root after scripts/setup.sh, with the release binary built (scripts/bench.sh does both).
+Prints one table; writes it as JSON and as a PNG bar chart into --out.
+Run as root after scripts/setup.sh --bench, with the release binary built (scripts/bench.sh).
 """
 
 import argparse
@@ -26,57 +30,98 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("PMDSWITCH_BIN", os.path.join(ROOT, "target", "release", "pmdswitch"))
-EAL = ["-l", "0,1", "--no-pci", "--in-memory", "--log-level", "pmd.net.tap:error"]
+EAL = ["--no-pci", "--in-memory", "--log-level", "pmd.net.tap:error"]
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+OVS_DPDK = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 
 
-def eal(prefix):
-    return EAL + ["--file-prefix", f"bench-{prefix}-{os.getpid()}"]
+def eal(prefix, lcores="0,1"):
+    return ["-l", lcores] + EAL + ["--file-prefix", f"bench-{prefix}-{os.getpid()}"]
 
 
-def mac(side, i):
-    return bytes([0x02, side, 0, 0, (i >> 8) & 0xFF, i & 0xFF])
+def mac(port, i):
+    return bytes([0x02, port, (i >> 24) & 0xFF, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF])
 
 
 def write_pcap(path, frames):
     with open(path, "wb") as f:
         f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        hdr = struct.Struct("<IIII")
         for fr in frames:
-            f.write(struct.pack("<IIII", 0, 0, len(fr), len(fr)))
+            f.write(hdr.pack(0, 0, len(fr), len(fr)))
             f.write(fr)
 
 
-def make_pcaps(tmp, pairs, size=60):
-    """Port 0 sends from A_i to B_i, port 1 from B_i to A_i: 2 x pairs MACs, all unicast."""
+def make_pcaps(tmp, nports, macs, size=60):
+    """Port p sends from its MAC i to MAC i of its partner p^1: all unicast once learned."""
+    pad = b"\x08\x00" + bytes(size)
     paths = []
-    for side in (0, 1):
-        frames = []
-        for i in range(pairs):
-            fr = mac(1 - side, i) + mac(side, i) + b"\x08\x00" + bytes(size)
-            frames.append(fr[:size])
-        p = os.path.join(tmp, f"port{side}.pcap")
-        write_pcap(p, frames)
-        paths.append(p)
+    for p in range(nports):
+        frames = [(mac(p ^ 1, i) + mac(p, i) + pad)[:size] for i in range(macs)]
+        path = os.path.join(tmp, f"port{p}.pcap")
+        write_pcap(path, frames)
+        paths.append(path)
     return paths
 
 
-def pmdswitch_pcap_mpps(pcaps, secs):
-    """Steady-state rate from the switch's periodic log lines (last full interval)."""
-    args = [BIN, "run", "--duration", str(secs), "--stats-interval", "1"]
-    for i, p in enumerate(pcaps):
-        args.append(f"--port=p{i}=net_pcap{i},rx_pcap={p},infinite_rx=1")
-    with tempfile.NamedTemporaryFile(suffix=".json") as st:
-        args += ["--stats-json", st.name, "--"] + eal("sw")
-        out = subprocess.run(args, capture_output=True, text=True, timeout=secs + 60)
-        if out.returncode != 0:
-            sys.exit(f"pmdswitch failed:\n{out.stderr}")
-        rates = [float(m) for m in re.findall(r"\| ([0-9.]+) kpps", out.stderr)]
-        stats = json.load(open(st.name))
-    cpp = stats["workers"][0]["cycles_per_packet"]
-    return rates[-1] / 1e3, cpp
+def make_warm_pcap(tmp, n, size=60):
+    """n distinct sources (port id 0x77) toward one unknown unicast address: fills the table."""
+    dst = mac(0x7F, 0)
+    pad = b"\x08\x00" + bytes(size)
+    path = os.path.join(tmp, "warm.pcap")
+    write_pcap(path, ((dst + mac(0x77, i) + pad)[:size] for i in range(n)))
+    return path
 
 
-def testpmd_pcap_mpps(pcaps, secs):
-    """Steady-state rate: the sum over ports of the last Rx-pps testpmd printed."""
+def proc_status(pid):
+    out = {}
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "HugetlbPages"):
+                out[k] = int(v.split()[0]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def pmdswitch_rate(pcaps, secs, capacity, warm=None):
+    """Steady-state Mpps from the last full one-second log interval; also memory and the fdb."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "bench.toml")
+        with open(cfg, "w") as f:
+            for i, p in enumerate(pcaps):
+                f.write(f'[[ports]]\nname = "p{i}"\ndevargs = "net_pcap{i},rx_pcap={p},infinite_rx=1"\n\n')
+            if warm:
+                n = len(pcaps)
+                f.write(f'[[ports]]\nname = "warm"\ndevargs = "net_pcap{n},rx_pcap={warm}"\n\n')
+            f.write(f"[bridge]\nfdb_capacity = {capacity}\n")
+        st = os.path.join(tmp, "stats.json")
+        args = [BIN, "run", "--config", cfg, "--duration", str(secs), "--stats-interval", "1",
+                "--stats-json", st, "--"] + eal("sw")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(secs * 0.6)
+        mem = proc_status(proc.pid)
+        _, err = proc.communicate(timeout=secs + 60)
+        if proc.returncode != 0:
+            sys.exit(f"pmdswitch failed:\n{err[-3000:]}")
+        rates = [float(m) for m in re.findall(r"\| ([0-9.]+) kpps", err)]
+        stats = json.load(open(st))
+    w = stats["workers"][0]
+    return {
+        "mpps": rates[-1] / 1e3,
+        "cycles_per_packet": w["cycles_per_packet"],
+        "burst_p99_cycles": w["cycles_per_burst"]["p99"],
+        "fdb_entries": stats["fdb"]["entries"],
+        "fdb_memory_bytes": stats["fdb"]["memory_bytes"],
+        "rss_bytes": mem.get("VmRSS", 0),
+        "hugetlb_bytes": mem.get("HugetlbPages", 0),
+        "mbufs": stats["mempool"]["size"],
+    }
+
+
+def testpmd_rate(pcaps, secs):
+    """Steady state: the sum over ports of the last Rx-pps testpmd printed."""
     args = ["dpdk-testpmd"] + eal("tp")
     for i, p in enumerate(pcaps):
         args += ["--vdev", f"net_pcap{i},rx_pcap={p},infinite_rx=1"]
@@ -88,12 +133,61 @@ def testpmd_pcap_mpps(pcaps, secs):
     rx = [int(x) for x in re.findall(r"Rx-pps:\s+(\d+)", out)]
     if len(rx) < 2 * len(pcaps):
         sys.exit(f"testpmd printed no rates:\n{out[-3000:]}")
-    last = rx[-len(pcaps):]
-    return sum(last) / 1e6
+    return {"mpps": sum(rx[-len(pcaps):]) / 1e6}
 
 
 def sh(cmd, check=True):
     return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)
+
+
+class Ovs:
+    """Open vSwitch with DPDK: ovsdb-server and ovs-vswitchd started with ovs-ctl, the PMD on
+    core 1 as pmdswitch's worker, one netdev bridge with the NORMAL action. Started for each
+    measurement and stopped after it: its PMD thread spins on core 1 while it runs."""
+
+    def __init__(self):
+        self.ok = os.path.exists(OVS_DPDK) and os.path.exists(OVS_CTL)
+
+    def start(self):
+        if not self.ok:
+            return False
+        sh(f"update-alternatives --set ovs-vswitchd {OVS_DPDK}")
+        sh(f"{OVS_CTL} stop", check=False)
+        sh(f"{OVS_CTL} --no-ovs-vswitchd --system-id=random start")
+        extra = f"--no-pci --in-memory --file-prefix bench-ovs-{os.getpid()}"
+        sh("ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true "
+           "other_config:dpdk-lcore-mask=0x1 other_config:pmd-cpu-mask=0x2 "
+           f'"other_config:dpdk-extra={extra}" other_config:dpdk-socket-mem=1024')
+        sh(f"{OVS_CTL} --no-ovsdb-server start")
+        return True
+
+    def stop(self):
+        if self.ok:
+            sh("ovs-vsctl --if-exists del-br br0", check=False)
+            sh(f"{OVS_CTL} stop", check=False)
+
+    def rate(self, pcaps, secs, macs):
+        self.start()
+        try:
+            return self._rate(pcaps, secs, macs)
+        finally:
+            self.stop()
+
+    def _rate(self, pcaps, secs, macs):
+        sh("ovs-vsctl --if-exists del-br br0")
+        sh("ovs-vsctl add-br br0 -- set bridge br0 datapath_type=netdev "
+           f"other-config:mac-table-size={max(8192, 4 * macs * len(pcaps))}")
+        for i, p in enumerate(pcaps):
+            sh(f"ovs-vsctl add-port br0 p{i} -- set Interface p{i} type=dpdk "
+               f"options:dpdk-devargs=net_pcap{i},rx_pcap={p},infinite_rx=1")
+        time.sleep(3)
+        sh("ovs-appctl dpif-netdev/pmd-stats-clear")
+        time.sleep(secs)
+        out = sh("ovs-appctl dpif-netdev/pmd-stats-show").stdout
+        sh("ovs-vsctl del-br br0")
+        pkts = sum(int(x) for x in re.findall(r"packets received: (\d+)", out))
+        cpp = re.findall(r"avg processing cycles per packet: ([0-9.]+)", out)
+        return {"mpps": pkts / secs / 1e6, "cycles_per_packet": float(cpp[0]) if cpp else None}
 
 
 def wait_started(ifs, timeout=30):
@@ -154,56 +248,139 @@ def start_testpmd_taps(ifs):
     return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def med(runs, key):
+    vals = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def chart(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (no matplotlib: apt-get install python3-matplotlib for the PNG)", file=sys.stderr)
+        return False
+    rows = [r for r in rows if r["unit"] == "Mpps"]
+    names = ["pmdswitch", "testpmd_io", "ovs_dpdk"]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    width = 0.27
+    for k, name in enumerate(names):
+        xs = [i + (k - 1) * width for i in range(len(rows))]
+        ys = [r.get(name) or 0 for r in rows]
+        bars = ax.bar(xs, ys, width, label=name.replace("_", " "))
+        for x, y in zip(xs, ys):
+            if y:
+                ax.annotate(f"{y:.1f}", (x, y), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r["setup"] for r in rows], fontsize=8)
+    ax.set_ylabel("Mpps, one core, 64 B")
+    ax.set_title("pmdswitch vs dpdk-testpmd io vs OVS-DPDK (net_pcap infinite_rx, median)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+SETUPS = [
+    # (label, ports, MACs per port, entries learned before)
+    ("2 ports x 1K MACs", 2, 1024, 0),
+    ("4 ports x 1K MACs", 4, 1024, 0),
+    ("2 ports x 64K MACs", 2, 65536, 0),
+    ("2 ports x 1K MACs, 1M pre-learned", 2, 1024, 1_000_000),
+]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per figure (median)")
     ap.add_argument("--secs", type=int, default=5, help="seconds per run")
-    ap.add_argument("--pairs", type=int, default=1024, help="MAC pairs in the pcap setup")
-    ap.add_argument("--only", choices=["pcap", "tcp"], help="run one measurement")
-    ap.add_argument("--json", help="write the table as JSON here")
+    ap.add_argument("--only", choices=["pcap", "tcp"], help="run one kind of measurement")
+    ap.add_argument("--setups", type=int, default=len(SETUPS), help="run the first N pcap setups")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="where bench.json and bench.png go")
     a = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} not built: cargo build --release -p pmdswitch")
+    os.makedirs(a.out, exist_ok=True)
 
     rows = []
+    ovs = Ovs()
     if a.only in (None, "pcap"):
-        with tempfile.TemporaryDirectory() as tmp:
-            pcaps = make_pcaps(tmp, a.pairs)
-            sw, tp, cpp = [], [], []
-            for r in range(a.runs):
-                mpps, c = pmdswitch_pcap_mpps(pcaps, a.secs)
-                sw.append(mpps)
-                cpp.append(c)
-                tp.append(testpmd_pcap_mpps(pcaps, a.secs))
-                print(f"  pcap run {r + 1}: pmdswitch {mpps:.2f} Mpps ({c:.0f} cycles/pkt), testpmd io {tp[-1]:.2f} Mpps", file=sys.stderr)
-            rows.append({
-                "setup": f"2 x net_pcap infinite_rx, {2 * a.pairs} MACs, 64 B",
-                "unit": "Mpps",
-                "pmdswitch": statistics.median(sw),
-                "testpmd_io": statistics.median(tp),
-                "pmdswitch_cycles_per_packet": statistics.median(cpp),
-            })
+        have_ovs = ovs.ok
+        if not have_ovs:
+            print("  (OVS-DPDK not installed: scripts/setup.sh --bench installs it)", file=sys.stderr)
+        try:
+            base_testpmd = None
+            for label, nports, macs, prelearn in SETUPS[: a.setups]:
+                with tempfile.TemporaryDirectory() as tmp:
+                    pcaps = make_pcaps(tmp, nports, macs)
+                    warm = make_warm_pcap(tmp, prelearn) if prelearn else None
+                    capacity = max(65536, 2 * (nports * macs + prelearn))
+                    sw, tp, ov = [], [], []
+                    for r in range(a.runs):
+                        sw.append(pmdswitch_rate(pcaps, a.secs + (2 if warm else 0), capacity, warm))
+                        if not prelearn:
+                            tp.append(testpmd_rate(pcaps, a.secs))
+                            if have_ovs:
+                                ov.append(ovs.rate(pcaps, a.secs, macs))
+                        print(f"  {label} run {r + 1}: pmdswitch {sw[-1]['mpps']:.2f} Mpps"
+                              f" ({sw[-1]['cycles_per_packet']:.0f} cycles/pkt, fdb {sw[-1]['fdb_entries']})"
+                              + (f", testpmd io {tp[-1]['mpps']:.2f}" if tp else "")
+                              + (f", OVS-DPDK {ov[-1]['mpps']:.2f}" if ov else ""), file=sys.stderr)
+                    row = {
+                        "setup": label, "unit": "Mpps",
+                        "pmdswitch": med(sw, "mpps"),
+                        "pmdswitch_cycles_per_packet": med(sw, "cycles_per_packet"),
+                        "pmdswitch_burst_p99_cycles": med(sw, "burst_p99_cycles"),
+                        "fdb_entries": med(sw, "fdb_entries"),
+                        "fdb_memory_bytes": med(sw, "fdb_memory_bytes"),
+                        "rss_bytes": med(sw, "rss_bytes"),
+                        "hugetlb_bytes": med(sw, "hugetlb_bytes"),
+                        "mbufs": med(sw, "mbufs"),
+                        "testpmd_io": med(tp, "mpps") if tp else None,
+                        "ovs_dpdk": med(ov, "mpps") if ov else None,
+                        "ovs_cycles_per_packet": med(ov, "cycles_per_packet") if ov else None,
+                    }
+                    if nports == 2 and macs == 1024 and not prelearn:
+                        base_testpmd = row["testpmd_io"]
+                    if prelearn:
+                        row["testpmd_io"] = base_testpmd  # same devices and frames; testpmd has no table
+                        row["note"] = "testpmd figure from the 2 x 1K setup"
+                    rows.append(row)
+        finally:
+            ovs.stop()
     if a.only in (None, "tcp"):
         sw, tp = [], []
         for r in range(a.runs):
             sw.append(iperf_between_taps(start_pmdswitch_taps, a.secs))
             tp.append(iperf_between_taps(start_testpmd_taps, a.secs))
             print(f"  tcp run {r + 1}: pmdswitch {sw[-1]:.2f} Gbit/s, testpmd io {tp[-1]:.2f} Gbit/s", file=sys.stderr)
-        rows.append({
-            "setup": "iperf3 TCP, 2 namespaces on net_tap",
-            "unit": "Gbit/s",
-            "pmdswitch": statistics.median(sw),
-            "testpmd_io": statistics.median(tp),
-        })
+        rows.append({"setup": "iperf3 TCP, 2 namespaces on net_tap", "unit": "Gbit/s",
+                     "pmdswitch": statistics.median(sw), "testpmd_io": statistics.median(tp), "ovs_dpdk": None})
 
-    print(f"\n{'setup':<42} {'unit':>7} {'pmdswitch':>10} {'testpmd io':>11} {'ratio':>7}")
+    def fmt(v, spec=".2f"):
+        return "-" if v is None else format(v, spec)
+
+    def ratio(a_, b_):
+        return a_ / b_ if a_ is not None and b_ else None
+
+    print(f"\n{'setup':<36} {'unit':>6} {'pmdswitch':>9} {'cyc/pkt':>7} {'testpmd':>8} {'OVS':>6} "
+          f"{'/testpmd':>8} {'/OVS':>6} {'fdb':>8} {'RSS MiB':>7} {'huge MiB':>8}")
     for r in rows:
-        ratio = r["pmdswitch"] / r["testpmd_io"] if r["testpmd_io"] else float("nan")
-        r["ratio_to_testpmd"] = ratio
-        print(f"{r['setup']:<42} {r['unit']:>7} {r['pmdswitch']:>10.2f} {r['testpmd_io']:>11.2f} {ratio:>7.2f}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        r["ratio_to_testpmd"] = ratio(r["pmdswitch"], r.get("testpmd_io"))
+        r["ratio_to_ovs"] = ratio(r["pmdswitch"], r.get("ovs_dpdk"))
+        mib = lambda k: None if not r.get(k) else r[k] / 2**20  # noqa: E731
+        print(f"{r['setup']:<36} {r['unit']:>6} {fmt(r['pmdswitch']):>9} {fmt(r.get('pmdswitch_cycles_per_packet'), '.0f'):>7} "
+              f"{fmt(r.get('testpmd_io')):>8} {fmt(r.get('ovs_dpdk')):>6} {fmt(r['ratio_to_testpmd']):>8} "
+              f"{fmt(r['ratio_to_ovs']):>6} {fmt(r.get('fdb_entries'), '.0f'):>8} {fmt(mib('rss_bytes'), '.0f'):>7} "
+              f"{fmt(mib('hugetlb_bytes'), '.0f'):>8}")
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    png = os.path.join(a.out, "bench.png")
+    if any(r["unit"] == "Mpps" for r in rows) and chart(rows, png):
+        print(f"\nwrote {a.out}/bench.json and {png}")
+    else:
+        print(f"\nwrote {a.out}/bench.json")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
-bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh --bench >/dev/null
 cargo build --release -p pmdswitch
-exec python3 scripts/bench.py "$@"
+exec /usr/bin/python3 scripts/bench.py "$@"

@@ -17,7 +17,7 @@ pkgs=(
     python3
 )
 if [ "${1:-}" = "--bench" ]; then
-    pkgs+=(openvswitch-switch-dpdk)
+    pkgs+=(openvswitch-switch-dpdk python3-matplotlib)
 fi
 
 missing=()

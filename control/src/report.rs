@@ -273,7 +273,8 @@ pub fn build(i: Inputs<'_>) -> Report {
             size: i.pool.size(),
             in_use_at_start: i.mempool_at_start,
             in_use_at_stop: i.mempool_at_stop,
-            in_use_after_close: i.mempool_at_stop,
+            // Filled in by the caller once the ports are closed.
+            in_use_after_close: 0,
         },
         totals,
     }

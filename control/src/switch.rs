@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::dpdk::{
-    self, DpdkError, Eal, Mempool, Port, PortConfig, TxQueue, BURST_SIZE, MAX_PORTS,
-};
+use dataplane::dpdk::{self, DpdkError, Eal, Mempool, Port, PortConfig, BURST_SIZE, MAX_PORTS};
 use dataplane::fdb::Fdb;
 use dataplane::forward::BridgeView;
 use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
@@ -292,7 +290,7 @@ fn run_with_eal(
                 );
             }
             let idx = q.port().index();
-            workers[w].tx[idx] = Some::<TxQueue>(q);
+            workers[w].tx[idx] = Some(q);
         }
     }
 
@@ -322,7 +320,7 @@ fn run_with_eal(
     }
     let elapsed = started.elapsed();
     let mempool_at_stop = pool.in_use();
-    let rep = report::build(report::Inputs {
+    let mut rep = report::build(report::Inputs {
         elapsed,
         ports: &ports,
         workers: &stats,
@@ -332,7 +330,6 @@ fn run_with_eal(
         mempool_at_start,
         mempool_at_stop,
     });
-    let mut rep = rep;
     for sp in ports {
         let name = sp.spec.name.clone();
         if let Err(e) = sp.port.close() {

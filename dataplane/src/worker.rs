@@ -12,6 +12,9 @@ use crate::fdb::{Fdb, Learn};
 use crate::forward::{decide_prepared, prepare, Action, BridgeView, DropReason, Prepared};
 use crate::stats::{cycles_histogram, Counters, PortCounter, WorkerCounter, WorkerStats};
 
+/// Frames parsed (and their MAC-table buckets prefetched) ahead of the one being decided.
+const LOOKAHEAD: usize = 8;
+
 /// Poll iterations between publishing counters and checking the stop flag.
 pub const HOUSEKEEPING_INTERVAL: u64 = 1024;
 
@@ -123,17 +126,25 @@ impl Worker {
                 }
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
-                // Three passes over the burst: bring the frames' headers in, parse them and
-                // start loading their MAC table buckets, then decide and queue each frame.
+                // Bring every frame's first line in, then work as a pipeline: parse frame
+                // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
+                // the bucket loads overlap without flooding the CPU with outstanding misses.
                 let pkts = burst.as_slice();
                 for m in pkts {
                     m.prefetch_data();
                 }
-                for (m, p) in pkts.iter().zip(prepared.iter_mut()) {
+                for (m, p) in pkts.iter().zip(prepared.iter_mut()).take(LOOKAHEAD) {
                     *p = prepare(m.data(), &fdb);
                 }
                 let mut bytes = 0u64;
-                for (m, p) in burst.drain().zip(prepared.iter()) {
+                let mut pkts = burst.drain();
+                let mut i = 0;
+                while let Some(m) = pkts.next() {
+                    if let Some(ahead) = pkts.ahead(LOOKAHEAD - 1) {
+                        prepared[i + LOOKAHEAD] = prepare(ahead.data(), &fdb);
+                    }
+                    let p = &prepared[i];
+                    i += 1;
                     bytes += u64::from(m.pkt_len());
                     let v =
                         decide_prepared(ingress, p, m.pkt_len(), m.nb_segs(), &bridge, &fdb, now);
@@ -160,10 +171,10 @@ impl Worker {
                             c.add(WorkerCounter::Flooded, 1);
                             c.add(WorkerCounter::FloodCopies, k as u64);
                             // k >= 1: decide() drops a flood with no egress port.
-                            let mut i = 0;
+                            let mut next = 0;
                             m.share((k - 1) as u16, |copy| {
-                                egress.push(flood_to[i], copy, &mut c);
-                                i += 1;
+                                egress.push(flood_to[next], copy, &mut c);
+                                next += 1;
                             });
                             egress.push(flood_to[k - 1], m, &mut c);
                         }

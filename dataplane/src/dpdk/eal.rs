@@ -47,7 +47,7 @@ impl Eal {
         if EAL_INITIALISED.swap(true, Ordering::SeqCst) {
             return Err(DpdkError {
                 op: "rte_eal_init".into(),
-                errno: libc_ealready(),
+                errno: super::EALREADY,
                 message: "the EAL is already initialised in this process".into(),
             });
         }
@@ -57,7 +57,7 @@ impl Eal {
             let a = a.as_ref();
             owned.push(CString::new(a).map_err(|_| DpdkError {
                 op: "rte_eal_init".into(),
-                errno: 22,
+                errno: super::EINVAL,
                 message: format!("EAL argument {a:?} contains a NUL byte"),
             })?);
         }
@@ -139,10 +139,6 @@ impl Drop for Eal {
             sys::rte_eal_cleanup();
         }
     }
-}
-
-fn libc_ealready() -> i32 {
-    114 // EALREADY on Linux
 }
 
 /// The time-stamp counter (`rte_rdtsc`): cycles since an arbitrary start, per core.

@@ -167,6 +167,20 @@ pub struct BurstDrain<'a> {
     len: usize,
 }
 
+impl BurstDrain<'_> {
+    /// The packet `k` places after the next one to be taken, if any (to work ahead on it).
+    #[inline(always)]
+    pub fn ahead(&self, k: usize) -> Option<&Mbuf> {
+        let i = self.next + k;
+        if i < self.len {
+            // SAFETY: slots next..len hold initialised mbufs not yet taken.
+            Some(unsafe { self.burst.mbufs[i].assume_init_ref() })
+        } else {
+            None
+        }
+    }
+}
+
 impl Iterator for BurstDrain<'_> {
     type Item = Mbuf;
 

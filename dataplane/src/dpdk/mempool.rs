@@ -26,7 +26,7 @@ impl Mempool {
     pub fn new_pktmbuf(name: &str, size: u32, cache: u32, socket: i32) -> Result<Self, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError {
             op: "rte_pktmbuf_pool_create".into(),
-            errno: 22,
+            errno: super::EINVAL,
             message: "pool name contains a NUL byte".into(),
         })?;
         let data_room = u16::try_from(sys::RTE_MBUF_DEFAULT_BUF_SIZE).expect("2176 fits in u16");

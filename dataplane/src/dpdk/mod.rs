@@ -22,6 +22,15 @@ use dpdk_sys as sys;
 /// The largest number of ethdev ports this DPDK build supports (`RTE_MAX_ETHPORTS`).
 pub const MAX_PORTS: usize = sys::RTE_MAX_ETHPORTS as usize;
 
+// Linux errno values for the errors this layer raises itself.
+pub(crate) const EINVAL: i32 = 22;
+pub(crate) const ENODEV: i32 = 19;
+pub(crate) const EBUSY: i32 = 16;
+pub(crate) const EALREADY: i32 = 114;
+pub(crate) const ENOENT: i32 = 2;
+/// What DPDK returns for an operation the driver does not support (-ENOTSUP).
+pub(crate) const ENOTSUP: i32 = 95;
+
 /// A DPDK call that failed: which operation, and the errno it reported.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{op}: {message} (errno {errno})")]
@@ -82,6 +91,27 @@ pub fn prefetch<T>(r: &T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = r;
+}
+
+/// Asks the kernel to back `mem` with transparent huge pages where it can (`MADV_HUGEPAGE`):
+/// a table read at random over megabytes otherwise misses the TLB on most lookups. Only the
+/// 2 MiB-aligned part of the range can be huge; failure (THP off) is harmless and ignored.
+pub fn advise_hugepages<T>(mem: &[T]) {
+    const HUGE: usize = 2 << 20;
+    let start = mem.as_ptr() as usize;
+    let end = start + std::mem::size_of_val(mem);
+    let first = start.next_multiple_of(HUGE);
+    if end < first + HUGE {
+        return;
+    }
+    let len = (end - first) / HUGE * HUGE;
+    let Some(addr) = std::ptr::NonNull::new(first as *mut std::ffi::c_void) else {
+        return;
+    };
+    // SAFETY: [first, first + len) lies inside `mem`, which is borrowed and so mapped for the
+    // duration of the call; MADV_HUGEPAGE changes how pages are backed, never their contents.
+    let _ =
+        unsafe { nix::sys::mman::madvise(addr, len, nix::sys::mman::MmapAdvise::MADV_HUGEPAGE) };
 }
 
 /// The version string of the DPDK library the process loaded (`rte_version()`).

@@ -116,7 +116,7 @@ impl Port {
     pub fn probe(devargs: &str) -> Result<Port, DpdkError> {
         let c = CString::new(devargs).map_err(|_| DpdkError {
             op: "rte_dev_probe".into(),
-            errno: 22,
+            errno: super::EINVAL,
             message: "devargs contain a NUL byte".into(),
         })?;
         // SAFETY: a valid C string; DPDK parses and copies it.
@@ -129,7 +129,7 @@ impl Port {
         }
         let id = find_port(&c, devargs).ok_or_else(|| DpdkError {
             op: format!("rte_dev_probe({devargs})"),
-            errno: 19,
+            errno: super::ENODEV,
             message: "the device was probed but created no ethdev port".into(),
         })?;
         let mut port = Port {
@@ -277,7 +277,7 @@ impl Port {
         // SAFETY: valid, started port. Devices that are always promiscuous answer -ENOTSUP,
         // which is harmless for a switch port.
         let ret = unsafe { sys::rte_eth_promiscuous_enable(id) };
-        if ret != 0 && ret != -95 {
+        if ret != 0 && ret != -super::ENOTSUP {
             return Err(DpdkError::from_ret(
                 format!("rte_eth_promiscuous_enable(port {id})"),
                 ret,
@@ -292,13 +292,13 @@ impl Port {
     pub fn queues(&mut self, tx_users: usize) -> Result<(Vec<RxQueue>, Vec<TxQueue>), DpdkError> {
         let cfg = self.configured.ok_or_else(|| DpdkError {
             op: format!("queues(port {})", self.id()),
-            errno: 22,
+            errno: super::EINVAL,
             message: "the port is not configured".into(),
         })?;
         if self.queues_handed_out {
             return Err(DpdkError {
                 op: format!("queues(port {})", self.id()),
-                errno: 16,
+                errno: super::EBUSY,
                 message: "the queues were already handed out".into(),
             });
         }
@@ -398,7 +398,7 @@ impl Port {
         if self.handles_alive() {
             return Err(DpdkError {
                 op: format!("close(port {})", self.id()),
-                errno: 16,
+                errno: super::EBUSY,
                 message: "a worker still holds queues of this port".into(),
             });
         }
@@ -427,7 +427,7 @@ impl Port {
             // SAFETY: the rte_device this port was probed from; its ethdev is closed, so the
             // driver's remove only releases the device (hot-unplug), making the name reusable.
             let ret = unsafe { sys::rte_dev_remove(self.device) };
-            if ret != 0 && ret != -2 {
+            if ret != 0 && ret != -super::ENOENT {
                 log::debug!(
                     "rte_dev_remove({}): {}",
                     self.devargs,
