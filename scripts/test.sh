@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
+# Packages and hugepages first (idempotent, quick when already done).
+if [ "$(id -u)" -eq 0 ]; then
+    bash scripts/setup.sh
+else
+    echo "test.sh: not root: skipping scripts/setup.sh; the end-to-end tests need root and hugepages" >&2
+fi
+
 if cargo fmt --version >/dev/null 2>&1; then
     cargo fmt --all -- --check
 fi

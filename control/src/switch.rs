@@ -330,10 +330,9 @@ fn run_with_eal(
         mempool_at_start,
         mempool_at_stop,
     });
-    for sp in ports {
-        let name = sp.spec.name.clone();
+    for mut sp in ports {
         if let Err(e) = sp.port.close() {
-            log::error!("closing port {name}: {e}");
+            log::error!("closing port {}: {e}", sp.spec.name);
         }
     }
     rep.mempool.in_use_after_close = pool.in_use();

@@ -229,7 +229,12 @@ impl Fdb {
                 let kw = bucket.keys[i].load(Ordering::Acquire);
                 if kw & (LIVE | BUSY | KEY_MASK) == want {
                     let v = bucket.vals[i].load(Ordering::Acquire);
-                    if bucket.keys[i].load(Ordering::Acquire) == kw {
+                    // The key unchanged and the value unchanged after it: the pair belongs
+                    // together. (The key alone could have been removed and re-learned in
+                    // between; the value's generation moves at every remove and insert.)
+                    if bucket.keys[i].load(Ordering::Acquire) == kw
+                        && bucket.vals[i].load(Ordering::Acquire) == v
+                    {
                         return Some((b, i, kw, v));
                     }
                     return None; // removed or replaced under us: a miss
@@ -290,6 +295,10 @@ impl Fdb {
 
     fn insert(&self, fk: &FdbKey, port: u16, now: u32, flags: u64) -> Learn {
         let key = fk.key;
+        // A plain load first: a full table under a flood of new sources costs no shared write.
+        if self.entries.load(Ordering::Relaxed) >= self.capacity {
+            return Learn::Full;
+        }
         if self.entries.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.entries.fetch_sub(1, Ordering::AcqRel);
             return Learn::Full;
@@ -327,7 +336,8 @@ impl Fdb {
                 // the same key anywhere (it claimed before our claim), step back; of two racing
                 // claims at least the later one sees the earlier, so no key is ever held twice.
                 if self.other_holder(pair, key, (b, i)) {
-                    self.release(b, i);
+                    // The value was never written: giving the key back empties the slot.
+                    bucket.keys[i].store(0, Ordering::Release);
                     self.entries.fetch_sub(1, Ordering::AcqRel);
                     return Learn::Contended;
                 }
@@ -350,14 +360,6 @@ impl Fdb {
         })
     }
 
-    /// Empties a slot we hold BUSY, keeping its generation.
-    fn release(&self, b: usize, i: usize) {
-        let bucket = &self.buckets[b];
-        let gen = val_gen(bucket.vals[i].load(Ordering::Relaxed));
-        bucket.vals[i].store(make_val(0, gen, 0), Ordering::Release);
-        bucket.keys[i].store(0, Ordering::Release);
-    }
-
     /// Removes the entry in slot (b, i) if it still holds key word `k` and `still` agrees.
     /// Returns true when it was removed.
     fn remove_slot(&self, b: usize, i: usize, k: u64, still: impl Fn(u64) -> bool) -> bool {
@@ -368,12 +370,20 @@ impl Fdb {
         {
             return false;
         }
-        // A worker may have refreshed the value before our claim: check again while holding it.
-        if !still(bucket.vals[i].load(Ordering::Acquire)) {
+        // A worker may have refreshed or moved the entry before our claim, or may do so until
+        // the value changes below: check, then clear the value only if it is still the one
+        // checked (with a new generation, so no stale CAS of a worker lands on the next tenant).
+        let v = bucket.vals[i].load(Ordering::Acquire);
+        let dead = make_val(0, val_gen(v).wrapping_add(1), 0);
+        if !still(v)
+            || bucket.vals[i]
+                .compare_exchange(v, dead, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
             bucket.keys[i].store(k, Ordering::Release);
             return false;
         }
-        self.release(b, i);
+        bucket.keys[i].store(0, Ordering::Release);
         self.entries.fetch_sub(1, Ordering::AcqRel);
         true
     }

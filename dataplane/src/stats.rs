@@ -46,6 +46,11 @@ impl WorkerCounter {
     pub const COUNT: usize = 12;
 }
 
+// The counts are kept by hand: a variant added without them fails to compile here.
+const _: () = assert!(WorkerCounter::StaticConflict as usize + 1 == WorkerCounter::COUNT);
+const _: () = assert!(PortCounter::TxDropped as usize + 1 == PortCounter::COUNT);
+const _: () = assert!(DropReason::TxFull as usize + 1 == DropReason::COUNT);
+
 /// Per-port counters, kept by every worker for every port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -27,6 +27,8 @@ static EAL_INITIALISED: AtomicBool = AtomicBool::new(false);
 pub struct Eal {
     main: LcoreId,
     workers: Vec<LcoreId>,
+    // Launch, wait and cleanup belong to the main lcore's thread: neither Send nor Sync.
+    _main_thread_only: std::marker::PhantomData<*const ()>,
 }
 
 /// The closure a worker lcore runs, boxed so it crosses the C launch call as one thin pointer.
@@ -36,7 +38,8 @@ extern "C" fn launch_trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: `arg` is the pointer Box::into_raw produced in `Eal::launch` for exactly this call;
     // rte_eal_remote_launch hands it to this function once, so ownership is taken back once.
     let f: Box<LaunchFn> = unsafe { Box::from_raw(arg.cast::<LaunchFn>()) };
-    // A panic must not unwind into C: report it as a failed worker instead.
+    // A panic must not unwind into C: report it as a failed worker instead (builds with
+    // panic = "abort", the release profile, abort the process before this is reached).
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(-1)
 }
 
@@ -87,7 +90,11 @@ impl Eal {
             }
             workers.push(LcoreId(id));
         }
-        Ok(Eal { main, workers })
+        Ok(Eal {
+            main,
+            workers,
+            _main_thread_only: std::marker::PhantomData,
+        })
     }
 
     /// The main lcore: the thread that called `init`, which runs the control loop.

@@ -66,17 +66,18 @@ impl Mbuf {
         }
     }
 
-    /// Makes `n` more references to this buffer with one atomic refcount update and hands each
-    /// to `each`: how a frame is flooded to several ports without copying it.
+    /// Makes `n` more references to this buffer with one atomic refcount update per segment and
+    /// hands each to `each`: how a frame is flooded to several ports without copying it.
     #[inline]
     pub fn share(&self, n: u16, mut each: impl FnMut(Mbuf)) {
         if n == 0 {
             return;
         }
         let delta = i16::try_from(n).expect("fewer than 32768 references at once");
-        // SAFETY: this handle holds a reference, so the mbuf is live; the update adds `n`
-        // references, each of which is owned by exactly one Mbuf created below.
-        unsafe { sys::rte_mbuf_refcnt_update(self.0.as_ptr(), delta) };
+        // SAFETY: this handle holds a reference, so the mbuf chain is live; the update adds `n`
+        // references to every segment (rte_pktmbuf_free releases every segment of the chain),
+        // and each of them is owned by exactly one Mbuf created below.
+        unsafe { sys::rte_pktmbuf_refcnt_update(self.0.as_ptr(), delta) };
         for _ in 0..n {
             each(Mbuf(self.0));
         }
@@ -122,15 +123,20 @@ impl Burst {
         self.len == 0
     }
 
-    /// Raw slot array for an rx burst to fill; the burst must be empty.
+    /// Raw slot array for an rx burst to fill. Packets still held are freed first.
     pub(crate) fn fill_ptr(&mut self) -> *mut *mut sys::rte_mbuf {
-        debug_assert_eq!(self.len, 0);
+        if self.len != 0 {
+            drop(self.drain());
+        }
         // Mbuf is repr(transparent) over NonNull<rte_mbuf>, so a slot has the layout of a pointer.
         self.mbufs.as_mut_ptr().cast()
     }
 
     /// Records that the first `n` slots were filled with valid mbuf pointers.
-    pub(crate) fn set_len(&mut self, n: usize) {
+    ///
+    /// # Safety
+    /// The first `n` slots (n <= BURST_SIZE) must hold mbuf pointers this burst now owns.
+    pub(crate) unsafe fn set_len(&mut self, n: usize) {
         debug_assert!(n <= BURST_SIZE);
         self.len = n;
     }

@@ -60,8 +60,14 @@ impl Mempool {
 
 impl Drop for Mempool {
     fn drop(&mut self) {
-        // SAFETY: the pool is freed once; by the ownership rules of this module every port
-        // using it was closed and every mbuf from it returned before the pool is dropped.
+        let out = self.in_use();
+        if out != 0 {
+            // Freeing now would leave those mbufs pointing into freed memory: leak it instead.
+            log::error!("mempool dropped with {out} mbufs still in use; leaking it");
+            return;
+        }
+        // SAFETY: the pool is freed once, with no mbuf taken from it outstanding (checked
+        // above) and no queue holding it (queue handles and ports keep an Arc to it).
         unsafe { sys::rte_mempool_free(self.raw.as_ptr()) }
     }
 }

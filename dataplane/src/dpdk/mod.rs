@@ -9,11 +9,13 @@ mod eal;
 mod mbuf;
 mod mempool;
 mod port;
+mod ring;
 
 pub use eal::{tsc, tsc_hz, Eal, LcoreId};
 pub use mbuf::{Burst, BurstDrain, Mbuf, TxBatch, BURST_SIZE};
 pub use mempool::Mempool;
 pub use port::{Link, Port, PortConfig, PortId, PortInfo, PortStats, RxQueue, TxQueue};
+pub use ring::{spsc_ring, RingConsumer, RingProducer};
 
 use std::ffi::CStr;
 

@@ -302,11 +302,17 @@ impl Port {
                 message: "the queues were already handed out".into(),
             });
         }
+        let pool = self.pool.clone().ok_or_else(|| DpdkError {
+            op: format!("queues(port {})", self.id()),
+            errno: super::EINVAL,
+            message: "the port has no mempool".into(),
+        })?;
         self.queues_handed_out = true;
         let rx = (0..cfg.rx_queues)
             .map(|q| RxQueue {
                 port: Arc::clone(&self.inner),
                 queue: q,
+                _pool: Arc::clone(&pool),
             })
             .collect();
         let ntx = usize::from(cfg.tx_queues.max(1));
@@ -318,6 +324,7 @@ impl Port {
                 port: Arc::clone(&self.inner),
                 queue: u16::try_from(u % ntx).expect("queue index fits u16"),
                 lock: shared.then(|| Arc::clone(&locks[u % ntx])),
+                _pool: Arc::clone(&pool),
             })
             .collect();
         Ok((rx, tx))
@@ -380,18 +387,15 @@ impl Port {
         })
     }
 
-    fn handles_alive(&self) -> bool {
-        // Handles are only ever created by &mut self methods and dropped elsewhere, so once
-        // the count is 1 it stays 1 while we hold &mut self.
-        Arc::strong_count(&self.inner) > 1
+    fn handles_alive(&mut self) -> bool {
+        // get_mut synchronises with the handles' drops (it is an acquire on the count), and
+        // handles are only made by &mut self methods, so a port found free stays free.
+        Arc::get_mut(&mut self.inner).is_none()
     }
 
-    /// Stops and closes the device and detaches it, after every queue handle is gone.
-    pub fn close(mut self) -> Result<(), DpdkError> {
-        self.close_inner()
-    }
-
-    fn close_inner(&mut self) -> Result<(), DpdkError> {
+    /// Stops and closes the device and detaches it. Refused (EBUSY) while a queue handle is
+    /// alive; done at most once (dropping the port closes it too).
+    pub fn close(&mut self) -> Result<(), DpdkError> {
         if self.closed {
             return Ok(());
         }
@@ -443,7 +447,7 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
-        if let Err(e) = self.close_inner() {
+        if let Err(e) = self.close() {
             log::error!("closing port {} ({}): {e}", self.id(), self.devargs);
         }
     }
@@ -498,6 +502,8 @@ fn find_port(devargs_c: &CStr, devargs: &str) -> Option<PortId> {
 pub struct RxQueue {
     port: Arc<PortInner>,
     queue: u16,
+    // The queue's ring holds mbufs of this pool: it must outlive the handle.
+    _pool: Arc<Mempool>,
 }
 
 impl RxQueue {
@@ -527,7 +533,8 @@ impl RxQueue {
             )
         };
         let n = usize::from(n);
-        burst.set_len(n);
+        // SAFETY: the PMD wrote n valid mbuf pointers, now owned by the burst.
+        unsafe { burst.set_len(n) };
         n
     }
 }
@@ -538,6 +545,8 @@ pub struct TxQueue {
     port: Arc<PortInner>,
     queue: u16,
     lock: Option<Arc<AtomicBool>>,
+    // Sent mbufs may sit in the tx ring until the device is done with them.
+    _pool: Arc<Mempool>,
 }
 
 impl TxQueue {

@@ -1,0 +1,130 @@
+//! The safe DPDK layer against a real EAL (no hugepages needed: --no-huge), in one process:
+//! the EAL can be initialised once per process, so this is one test walking through it all.
+
+use dataplane::dpdk::{spsc_ring, Burst, Eal, Mempool, Port, PortConfig, TxBatch, BURST_SIZE};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[repr(C)]
+struct Record {
+    seq: u64,
+    port: u32,
+    len: u32,
+}
+
+#[test]
+fn eal_mempool_ring_and_port_lifecycle() {
+    let prefix = format!("pmdsw-dplayer-{}", std::process::id());
+    let eal = Eal::init(&[
+        "-l",
+        "0",
+        "--no-huge",
+        "-m",
+        "256",
+        "--no-pci",
+        "--file-prefix",
+        &prefix,
+    ])
+    .expect("EAL init with --no-huge");
+    assert!(
+        Eal::init(&["-l", "0"]).is_err(),
+        "a second EAL init is refused"
+    );
+    assert!(eal.worker_lcores().is_empty());
+
+    // Rings: order kept, a full ring takes what fits, bad element sizes refused.
+    let (mut tx, mut rx) = spsc_ring::<Record>("test_ring", 64).unwrap();
+    let producer = std::thread::spawn(move || {
+        let mut seq = 0u64;
+        while seq < 10_000 {
+            let batch: Vec<Record> = (seq..(seq + 16).min(10_000))
+                .map(|s| Record {
+                    seq: s,
+                    port: (s % 5) as u32,
+                    len: 60,
+                })
+                .collect();
+            let n = tx.enqueue_burst(&batch);
+            seq += n as u64;
+        }
+        tx
+    });
+    let mut got = Vec::new();
+    let mut buf = [Record::default(); 32];
+    while got.len() < 10_000 {
+        let n = rx.dequeue_burst(&mut buf);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let mut tx = producer.join().unwrap();
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.seq == i as u64 && r.port == (i % 5) as u32));
+    let full: Vec<Record> = (0..100)
+        .map(|s| Record {
+            seq: s,
+            ..Default::default()
+        })
+        .collect();
+    assert_eq!(
+        tx.enqueue_burst(&full),
+        64,
+        "a full ring takes what fits, never waits"
+    );
+    assert_eq!(rx.len(), 64);
+    assert!(spsc_ring::<[u8; 3]>("bad_ring", 64).is_err());
+
+    // A port from devargs, its queues, and mbuf ownership.
+    let pool = Arc::new(Mempool::new_pktmbuf("test_pool", 8191, 0, -1).unwrap());
+    assert_eq!(pool.in_use(), 0);
+    assert!(Port::probe("net_nosuchdriver0").is_err());
+    let mut port = Port::probe("net_null0,size=64").unwrap();
+    assert_eq!(port.info().unwrap().driver, "net_null");
+    let cfg = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_desc: 256,
+        tx_desc: 256,
+    };
+    port.configure(cfg, Arc::clone(&pool)).unwrap();
+    port.start().unwrap();
+    assert!(port.link().up);
+    let (mut rxq, mut txq) = port.queues(1).unwrap();
+    assert!(port.queues(1).is_err(), "queues are handed out once");
+    let mut burst = Burst::new();
+    assert_eq!(rxq[0].rx_burst(&mut burst), BURST_SIZE);
+    assert_eq!(pool.in_use() as usize, BURST_SIZE);
+    assert_eq!(burst.as_slice()[0].pkt_len(), 64);
+    // Share every packet three more times: each reference is freed on its own.
+    let mut batch = TxBatch::new();
+    let mut extra = Vec::new();
+    for m in burst.drain() {
+        m.share(3, |c| extra.push(c));
+        if batch.push(m).is_err() {
+            unreachable!("32 fit a batch");
+        }
+    }
+    assert_eq!(extra.len(), 3 * BURST_SIZE);
+    assert_eq!(pool.in_use() as usize, BURST_SIZE, "shared, not copied");
+    let (sent, dropped) = txq[0].flush(&mut batch);
+    assert_eq!((sent, dropped), (BURST_SIZE, 0));
+    assert_eq!(
+        pool.in_use() as usize,
+        BURST_SIZE,
+        "the extra references keep them alive"
+    );
+    drop(extra);
+    assert_eq!(pool.in_use(), 0, "every mbuf back in the pool");
+    assert!(port.stats().unwrap().opackets >= BURST_SIZE as u64);
+
+    // A port cannot close while a worker still holds its queues; once they are gone it can.
+    let e = port.close().expect_err("closed with live queue handles");
+    assert_eq!(e.errno, 16, "{e}");
+    drop((rxq, txq));
+    port.close().unwrap();
+    port.close().unwrap();
+    drop((rx, tx));
+    drop(port);
+    drop(pool);
+    drop(eal);
+}
