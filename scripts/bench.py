@@ -7,8 +7,9 @@ between port pairs (after learning: all unicast), for:
   - dpdk-testpmd --forward-mode=io (the ceiling of one forwarding core: no table at all),
   - Open vSwitch with DPDK (datapath_type=netdev, NORMAL action, MAC learning; its PMD on the
     same core), when openvswitch-switch-dpdk is installed (scripts/setup.sh --bench),
-in four setups: 2 ports x 1K MACs, 4 ports x 1K MACs, 2 ports x 64K MACs (128K learned), and
-2 ports x 1K MACs with 1M more entries learned first. Each figure is the median of --runs
+in five setups: 2 ports x 1K MACs (also with sFlow sampling 1-in-256, to show its cost), 4 ports
+x 1K MACs, 2 ports x 64K MACs (128K learned), and 2 ports x 1K MACs with 1M more entries
+learned first. Each figure is the median of --runs
 alternating runs, measured over the steady state. Also: iperf3 TCP between two namespaces on
 net_tap ports (pmdswitch and testpmd io), and pmdswitch's resident memory and hugepage use.
 
@@ -85,7 +86,7 @@ def proc_status(pid):
     return out
 
 
-def pmdswitch_rate(pcaps, secs, capacity, warm=None):
+def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0):
     """Steady-state Mpps from the last full one-second log interval; also memory and the fdb."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "bench.toml")
@@ -96,6 +97,11 @@ def pmdswitch_rate(pcaps, secs, capacity, warm=None):
                 n = len(pcaps)
                 f.write(f'[[ports]]\nname = "warm"\ndevargs = "net_pcap{n},rx_pcap={warm}"\n\n')
             f.write(f"[bridge]\nfdb_capacity = {capacity}\n")
+            if sflow_rate:
+                # A collector address nothing listens on: the agent's sends cost the control
+                # thread, not the worker.
+                f.write(f'[sflow]\ncollectors = ["127.0.0.1:16343"]\nagent_address = "192.0.2.1"\n'
+                        f"sampling_rate = {sflow_rate}\npolling_interval = 20\n")
         st = os.path.join(tmp, "stats.json")
         args = [BIN, "run", "--config", cfg, "--duration", str(secs), "--stats-interval", "1",
                 "--stats-json", st, "--"] + eal("sw")
@@ -283,11 +289,12 @@ def chart(rows, path):
 
 
 SETUPS = [
-    # (label, ports, MACs per port, entries learned before)
-    ("2 ports x 1K MACs", 2, 1024, 0),
-    ("4 ports x 1K MACs", 4, 1024, 0),
-    ("2 ports x 64K MACs", 2, 65536, 0),
-    ("2 ports x 1K MACs, 1M pre-learned", 2, 1024, 1_000_000),
+    # (label, ports, MACs per port, entries learned before, sFlow 1-in-N)
+    ("2 ports x 1K MACs", 2, 1024, 0, 0),
+    ("2 ports x 1K MACs, sFlow 1-in-256", 2, 1024, 0, 256),
+    ("4 ports x 1K MACs", 4, 1024, 0, 0),
+    ("2 ports x 64K MACs", 2, 65536, 0, 0),
+    ("2 ports x 1K MACs, 1M pre-learned", 2, 1024, 1_000_000, 0),
 ]
 
 
@@ -310,16 +317,16 @@ def main():
         if not have_ovs:
             print("  (OVS-DPDK not installed: scripts/setup.sh --bench installs it)", file=sys.stderr)
         try:
-            base_testpmd = None
-            for label, nports, macs, prelearn in SETUPS[: a.setups]:
+            base_testpmd = base_ovs = base_sw = None
+            for label, nports, macs, prelearn, sflow_rate in SETUPS[: a.setups]:
                 with tempfile.TemporaryDirectory() as tmp:
                     pcaps = make_pcaps(tmp, nports, macs)
                     warm = make_warm_pcap(tmp, prelearn) if prelearn else None
                     capacity = max(65536, 2 * (nports * macs + prelearn))
                     sw, tp, ov = [], [], []
                     for r in range(a.runs):
-                        sw.append(pmdswitch_rate(pcaps, a.secs + (2 if warm else 0), capacity, warm))
-                        if not prelearn:
+                        sw.append(pmdswitch_rate(pcaps, a.secs + (2 if warm else 0), capacity, warm, sflow_rate))
+                        if not prelearn and not sflow_rate:
                             tp.append(testpmd_rate(pcaps, a.secs))
                             if have_ovs:
                                 ov.append(ovs.rate(pcaps, a.secs, macs))
@@ -341,11 +348,15 @@ def main():
                         "ovs_dpdk": med(ov, "mpps") if ov else None,
                         "ovs_cycles_per_packet": med(ov, "cycles_per_packet") if ov else None,
                     }
-                    if nports == 2 and macs == 1024 and not prelearn:
-                        base_testpmd = row["testpmd_io"]
-                    if prelearn:
-                        row["testpmd_io"] = base_testpmd  # same devices and frames; testpmd has no table
-                        row["note"] = "testpmd figure from the 2 x 1K setup"
+                    if nports == 2 and macs == 1024 and not prelearn and not sflow_rate:
+                        base_testpmd, base_ovs, base_sw = row["testpmd_io"], row["ovs_dpdk"], row["pmdswitch"]
+                    if prelearn or sflow_rate:
+                        # Same devices and frames as 2 x 1K: the peers' figures are that run's.
+                        row["testpmd_io"], row["ovs_dpdk"] = base_testpmd, (base_ovs if sflow_rate else None)
+                        row["note"] = "peer figures from the 2 x 1K setup"
+                    if sflow_rate and base_sw:
+                        row["sampling_cost"] = 1 - row["pmdswitch"] / base_sw
+                        print(f"  sFlow 1-in-{sflow_rate} costs {100 * row['sampling_cost']:.1f}% of the unsampled rate", file=sys.stderr)
                     rows.append(row)
         finally:
             ovs.stop()

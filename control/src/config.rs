@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::sflow::encode::DEFAULT_COLLECTOR_PORT as SFLOW_PORT;
+
 /// Port names: what operators type, and what stats and logs show.
 const NAME_MAX: usize = 32;
 /// IEEE 802.1Q's range for the ageing time, in seconds.
@@ -61,6 +63,19 @@ struct FileModel {
     ports: Vec<PortModel>,
     #[serde(default)]
     bridge: BridgeModel,
+    sflow: Option<SflowModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SflowModel {
+    #[serde(default)]
+    collectors: Vec<String>,
+    agent_address: Option<String>,
+    sampling_rate: Option<u32>,
+    polling_interval: Option<u32>,
+    header_bytes: Option<u32>,
+    max_datagram: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +86,8 @@ struct PortModel {
     rx_queues: Option<u16>,
     rx_desc: Option<u16>,
     tx_desc: Option<u16>,
+    sampling_rate: Option<u32>,
+    if_index: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +123,10 @@ pub struct PortSpec {
     pub rx_desc: u16,
     /// Tx descriptors per queue.
     pub tx_desc: u16,
+    /// sFlow 1-in-N sampling rate of this port (None: the [sflow] default; 0: off).
+    pub sampling_rate: Option<u32>,
+    /// The port's interface index in sFlow (default: its position in the configuration, from 1).
+    pub if_index: u32,
     /// Where the port was defined, for messages.
     pub origin: String,
 }
@@ -141,7 +162,35 @@ pub struct Config {
     pub ports: Vec<PortSpec>,
     /// Bridge settings.
     pub bridge: BridgeSpec,
+    /// sFlow export, when configured.
+    pub sflow: Option<SflowSpec>,
 }
+
+/// sFlow agent settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SflowSpec {
+    /// Where datagrams go (UDP).
+    pub collectors: Vec<std::net::SocketAddr>,
+    /// The agent address put in every datagram.
+    pub agent_address: std::net::IpAddr,
+    /// Default 1-in-N sampling rate of every port (0: no sampling).
+    pub sampling_rate: u32,
+    /// Seconds between counter samples of a port (0: no counter samples).
+    pub polling_interval: u32,
+    /// Bytes of each sampled frame's header exported.
+    pub header_bytes: u32,
+    /// Largest datagram sent, in bytes.
+    pub max_datagram: u32,
+}
+
+/// Sampling rates: 0 (off) or 1-in-N up to 2^24.
+pub const SAMPLING_RANGE: std::ops::RangeInclusive<u32> = 0..=16_777_216;
+/// Header bytes per sample.
+pub const HEADER_BYTES_RANGE: std::ops::RangeInclusive<u32> = 14..=256;
+/// Counter polling interval, seconds (0: off).
+pub const POLLING_RANGE: std::ops::RangeInclusive<u32> = 0..=3600;
+/// Datagram size: room for one sample with the largest header, up to a jumbo frame.
+pub const DATAGRAM_RANGE: std::ops::RangeInclusive<u32> = 576..=9000;
 
 fn invalid(origin: &str, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -244,7 +293,7 @@ impl Config {
         let mut ports = Vec::new();
         for (i, p) in model.ports.into_iter().enumerate() {
             let field = format!("ports[{i}]");
-            ports.push(Self::port(origin, &field, p)?);
+            ports.push(Self::port(origin, &field, p, i)?);
         }
         for flag in port_flags {
             let flag_origin = format!("--port {flag}");
@@ -261,8 +310,11 @@ impl Config {
                 rx_queues: None,
                 rx_desc: None,
                 tx_desc: None,
+                sampling_rate: None,
+                if_index: None,
             };
-            ports.push(Self::port(&flag_origin, "--port", p)?);
+            let position = ports.len();
+            ports.push(Self::port(&flag_origin, "--port", p, position)?);
         }
         if ports.is_empty() {
             return Err(invalid(
@@ -308,10 +360,97 @@ impl Config {
                 ));
             }
         }
-        Ok(Config { ports, bridge })
+        let mut if_indexes: HashMap<u32, &PortSpec> = HashMap::new();
+        for p in &ports {
+            if let Some(first) = if_indexes.insert(p.if_index, p) {
+                return Err(invalid(
+                    &p.origin,
+                    "if_index",
+                    format!("port {:?} has if_index {}, which port {:?} already has; each port needs its own", p.name, p.if_index, first.name),
+                ));
+            }
+        }
+        let sflow = model.sflow.map(|m| Self::sflow(origin, m)).transpose()?;
+        Ok(Config {
+            ports,
+            bridge,
+            sflow,
+        })
     }
 
-    fn port(origin: &str, field: &str, p: PortModel) -> Result<PortSpec, ConfigError> {
+    fn sflow(origin: &str, m: SflowModel) -> Result<SflowSpec, ConfigError> {
+        let mut collectors = Vec::new();
+        for (i, c) in m.collectors.iter().enumerate() {
+            let field = format!("sflow.collectors[{i}]");
+            let with_port = if c.parse::<std::net::IpAddr>().is_ok() {
+                // A bare address: sFlow's port. (IPv6 with a port is written [addr]:port.)
+                match c.parse::<std::net::Ipv6Addr>() {
+                    Ok(_) => format!("[{c}]:{SFLOW_PORT}"),
+                    Err(_) => format!("{c}:{SFLOW_PORT}"),
+                }
+            } else {
+                c.clone()
+            };
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    invalid(origin, &field, format!("{c:?} is not a collector address: use IP:PORT, [IPv6]:PORT, or an IP (port {SFLOW_PORT})"))
+                })?;
+            collectors.push(addr);
+        }
+        let agent_address = match &m.agent_address {
+            Some(a) => a.parse().map_err(|_| {
+                invalid(origin, "sflow.agent_address", format!("{a:?} is not an IPv4 or IPv6 address"))
+            })?,
+            None => {
+                return Err(invalid(
+                    origin,
+                    "sflow.agent_address",
+                    "missing: sFlow datagrams name their agent by an IP address of this host (e.g. the management address)",
+                ))
+            }
+        };
+        Ok(SflowSpec {
+            collectors,
+            agent_address,
+            sampling_rate: check_range(
+                origin,
+                "sflow.sampling_rate",
+                m.sampling_rate.unwrap_or(1024),
+                SAMPLING_RANGE,
+                "the 1-in-N sampling rate (0: off)",
+            )?,
+            polling_interval: check_range(
+                origin,
+                "sflow.polling_interval",
+                m.polling_interval.unwrap_or(20),
+                POLLING_RANGE,
+                "seconds between counter samples (0: off)",
+            )?,
+            header_bytes: check_range(
+                origin,
+                "sflow.header_bytes",
+                m.header_bytes.unwrap_or(128),
+                HEADER_BYTES_RANGE,
+                "header bytes per sample",
+            )?,
+            max_datagram: check_range(
+                origin,
+                "sflow.max_datagram",
+                m.max_datagram.unwrap_or(1400),
+                DATAGRAM_RANGE,
+                "the datagram size in bytes",
+            )?,
+        })
+    }
+
+    fn port(
+        origin: &str,
+        field: &str,
+        p: PortModel,
+        position: usize,
+    ) -> Result<PortSpec, ConfigError> {
         let origin = if field == "--port" {
             origin.to_owned()
         } else {
@@ -362,12 +501,34 @@ impl Config {
             DESC_RANGE,
             "tx descriptors per queue",
         )?;
+        let sampling_rate = p
+            .sampling_rate
+            .map(|r| {
+                check_range(
+                    &origin,
+                    "sampling_rate",
+                    r,
+                    SAMPLING_RANGE,
+                    "the 1-in-N sampling rate (0: off)",
+                )
+            })
+            .transpose()?;
+        let default_index = u32::try_from(position + 1).unwrap_or(u32::MAX);
+        let if_index = check_range(
+            &origin,
+            "if_index",
+            p.if_index.unwrap_or(default_index),
+            1..=0x00ff_ffff,
+            "the sFlow interface index",
+        )?;
         Ok(PortSpec {
             name: p.name,
             devargs: p.devargs.trim().to_owned(),
             rx_queues,
             rx_desc,
             tx_desc,
+            sampling_rate,
+            if_index,
             origin,
         })
     }
@@ -495,6 +656,56 @@ mod tests {
         assert!(e.contains("NAME=DEVARGS"), "{e}");
         let e = err("", &[]);
         assert!(e.contains("no ports"), "{e}");
+    }
+
+    #[test]
+    fn sflow_section() {
+        let c = load(
+            "[sflow]\ncollectors = [\"127.0.0.1:6343\", \"::1\", \"10.0.0.9\"]\nagent_address = \"192.0.2.1\"\nsampling_rate = 256\n[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nsampling_rate = 0\nif_index = 7\n",
+            &["b=net_null1"],
+        )
+        .unwrap();
+        let s = c.sflow.unwrap();
+        assert_eq!(s.collectors.len(), 3);
+        assert_eq!(s.collectors[1], "[::1]:6343".parse().unwrap());
+        assert_eq!(s.collectors[2], "10.0.0.9:6343".parse().unwrap());
+        assert_eq!(
+            (
+                s.sampling_rate,
+                s.polling_interval,
+                s.header_bytes,
+                s.max_datagram
+            ),
+            (256, 20, 128, 1400)
+        );
+        assert_eq!(c.ports[0].sampling_rate, Some(0));
+        assert_eq!((c.ports[0].if_index, c.ports[1].if_index), (7, 2));
+        let e = err(
+            "[sflow]\ncollectors = [\"127.0.0.1:6343\"]\n",
+            &["a=net_null0"],
+        );
+        assert!(
+            e.contains("sflow.agent_address") && e.contains("missing"),
+            "{e}"
+        );
+        let e = err(
+            "[sflow]\ncollectors = [\"not an address\"]\nagent_address = \"192.0.2.1\"\n",
+            &["a=net_null0"],
+        );
+        assert!(e.contains("sflow.collectors[0]"), "{e}");
+        let e = err(
+            "[sflow]\nagent_address = \"192.0.2.1\"\nheader_bytes = 4\n",
+            &["a=net_null0"],
+        );
+        assert!(
+            e.contains("sflow.header_bytes") && e.contains("14 to 256"),
+            "{e}"
+        );
+        let e = err(
+            "[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nif_index = 2\n",
+            &["b=net_null1"],
+        );
+        assert!(e.contains("if_index") && e.contains("\"a\""), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod config;
 mod pcap;
 mod report;
+mod sflow;
 mod switch;
 
 use std::path::PathBuf;

@@ -33,6 +33,8 @@ pub struct Report {
     pub fdb: FdbReport,
     /// The mbuf pool.
     pub mempool: MempoolReport,
+    /// The sFlow agent, when configured.
+    pub sflow: Option<crate::sflow::agent::AgentStats>,
     #[serde(skip)]
     totals: Counters,
 }
@@ -60,6 +62,10 @@ pub struct PortReport {
     pub tx_packets: u64,
     /// Frames for it that its tx queue refused.
     pub tx_dropped: u64,
+    /// Frames received on it that the sFlow sampler took.
+    pub samples_taken: u64,
+    /// Of those, samples lost because a sample ring was full.
+    pub samples_lost: u64,
     /// The device's own counters.
     pub device: DeviceReport,
 }
@@ -235,6 +241,8 @@ pub fn build(i: Inputs<'_>) -> Report {
                 rx_missed: d.imissed,
                 tx_packets: totals.port(idx, PortCounter::TxPackets),
                 tx_dropped: totals.port(idx, PortCounter::TxDropped),
+                samples_taken: totals.port(idx, PortCounter::SamplesTaken),
+                samples_lost: totals.port(idx, PortCounter::SamplesLost),
                 device: DeviceReport {
                     ipackets: d.ipackets,
                     opackets: d.opackets,
@@ -269,6 +277,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             static_conflicts: totals.get(WorkerCounter::StaticConflict),
             memory_bytes: i.fdb.memory_bytes(),
         },
+        sflow: None,
         mempool: MempoolReport {
             size: i.pool.size(),
             in_use_at_start: i.mempool_at_start,

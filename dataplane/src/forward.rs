@@ -66,6 +66,21 @@ impl DropReason {
     pub const fn index(self) -> usize {
         self as usize
     }
+
+    /// The sFlow discard reason (sflow_drops.txt) reported for frames dropped for this reason.
+    pub const fn sflow_code(self) -> u16 {
+        match self {
+            DropReason::Runt => 324,            // pkt_too_small
+            DropReason::TruncatedVlan => 309,   // parsing vlan
+            DropReason::Oversize => 262,        // pkt_too_big
+            DropReason::MultiSegment => 256,    // unknown
+            DropReason::SrcMacMulticast => 263, // src_mac_is_multicast
+            DropReason::ReservedDst => 294,     // dmac_is_reserved
+            DropReason::SameSegment => 268,     // port_loopback_filter
+            DropReason::NoEgressPort => 267,    // port_list_is_empty
+            DropReason::TxFull => 259,          // no_buffer_space
+        }
+    }
 }
 
 /// What to do with a frame.
@@ -120,6 +135,14 @@ impl Default for Prepared {
             src: FdbKey::default(),
             dst: FdbKey::default(),
         }
+    }
+}
+
+impl Prepared {
+    /// The frame's outermost VLAN tag, if it parsed and has one.
+    #[inline(always)]
+    pub fn vlan(&self) -> Option<crate::packet::Tci> {
+        self.hdr.ok().and_then(|h| h.vlan)
     }
 }
 

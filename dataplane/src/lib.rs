@@ -6,5 +6,6 @@ pub mod dpdk;
 pub mod fdb;
 pub mod forward;
 pub mod packet;
+pub mod sample;
 pub mod stats;
 pub mod worker;

@@ -48,7 +48,7 @@ impl WorkerCounter {
 
 // The counts are kept by hand: a variant added without them fails to compile here.
 const _: () = assert!(WorkerCounter::StaticConflict as usize + 1 == WorkerCounter::COUNT);
-const _: () = assert!(PortCounter::TxDropped as usize + 1 == PortCounter::COUNT);
+const _: () = assert!(PortCounter::SamplesLost as usize + 1 == PortCounter::COUNT);
 const _: () = assert!(DropReason::TxFull as usize + 1 == DropReason::COUNT);
 
 /// Per-port counters, kept by every worker for every port.
@@ -65,11 +65,15 @@ pub enum PortCounter {
     TxPackets,
     /// Frames the port's tx queue refused (freed, counted).
     TxDropped,
+    /// Frames received on the port that the sFlow sampler took.
+    SamplesTaken,
+    /// Samples lost because the worker's sample ring was full (sFlow's `drops`).
+    SamplesLost,
 }
 
 impl PortCounter {
     /// Number of per-port counters.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 7;
 }
 
 const DROPS_BASE: usize = WorkerCounter::COUNT;

@@ -7,9 +7,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::dpdk::{tsc, Burst, LcoreId, Mbuf, RxQueue, TxBatch, TxQueue, BURST_SIZE, MAX_PORTS};
+use crate::dpdk::{
+    tsc, Burst, LcoreId, Mbuf, RingProducer, RxQueue, TxBatch, TxQueue, BURST_SIZE, MAX_PORTS,
+};
 use crate::fdb::{Fdb, Learn};
 use crate::forward::{decide_prepared, prepare, Action, BridgeView, DropReason, Prepared};
+use crate::sample::{SampleRecord, SampledOutput, Sampler};
 use crate::stats::{cycles_histogram, Counters, PortCounter, WorkerCounter, WorkerStats};
 
 /// Frames parsed (and their MAC-table buckets prefetched) ahead of the one being decided.
@@ -34,6 +37,18 @@ pub struct Worker {
     pub stats: Arc<WorkerStats>,
     /// Set by the control thread to make the worker return.
     pub stop: Arc<AtomicBool>,
+    /// sFlow: where sampled frames go (None: sampling off).
+    pub sampling: Option<Sampling>,
+}
+
+/// A worker's sFlow sampling: one sampler per port and the ring to the control thread.
+pub struct Sampling {
+    /// Samplers indexed by port id (rate 0: that port is not sampled).
+    pub samplers: Vec<Sampler>,
+    /// Header bytes kept per sample.
+    pub header_bytes: usize,
+    /// The worker's end of its sample ring.
+    pub ring: RingProducer<SampleRecord>,
 }
 
 /// The egress side of a worker: a batch and a queue per port, and which batches hold packets.
@@ -93,6 +108,7 @@ impl Worker {
             fdb,
             stats,
             stop,
+            mut sampling,
         } = self;
         const { assert!(MAX_PORTS <= 64, "the dirty-port mask is a u64") };
         log::info!(
@@ -137,6 +153,14 @@ impl Worker {
                     *p = prepare(m.data(), &fdb);
                 }
                 let mut bytes = 0u64;
+                // One compare skips sampling for the whole burst when no sample falls in it.
+                let mut sampler = sampling.as_mut();
+                if sampler
+                    .as_mut()
+                    .is_some_and(|s| s.samplers[inp].skip_burst(n as u32))
+                {
+                    sampler = None;
+                }
                 let mut pkts = burst.drain();
                 let mut i = 0;
                 while let Some(m) = pkts.next() {
@@ -148,6 +172,32 @@ impl Worker {
                     bytes += u64::from(m.pkt_len());
                     let v =
                         decide_prepared(ingress, p, m.pkt_len(), m.nb_segs(), &bridge, &fdb, now);
+                    if let Some(s) = sampler.as_mut() {
+                        if s.samplers[inp].take() {
+                            let output = match v.action {
+                                Action::Unicast(q) => SampledOutput::Port(q),
+                                Action::Flood => {
+                                    SampledOutput::Flood(bridge.flood_ports(ingress).count() as u16)
+                                }
+                                Action::Drop(r) => SampledOutput::Dropped(r.sflow_code()),
+                            };
+                            let tci = p.vlan().unwrap_or_default();
+                            let record = SampleRecord::new(
+                                m.data(),
+                                m.pkt_len(),
+                                ingress,
+                                output,
+                                tci.vid(),
+                                u16::from(tci.pcp()),
+                                s.samplers[inp].seen(),
+                                s.header_bytes,
+                            );
+                            c.port_add(inp, PortCounter::SamplesTaken, 1);
+                            if s.ring.enqueue_burst(std::slice::from_ref(&record)) == 0 {
+                                c.port_add(inp, PortCounter::SamplesLost, 1);
+                            }
+                        }
+                    }
                     match v.learn {
                         None | Some(Learn::Known | Learn::Refreshed | Learn::Contended) => {}
                         Some(Learn::Learned) => c.add(WorkerCounter::Learned, 1),

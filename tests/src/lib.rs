@@ -411,3 +411,35 @@ pub fn wait_for_iface(name: &str, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Writes UDP payloads as Ethernet/IPv4/UDP frames (to `dst_port`, IPv4 checksum set, UDP
+/// checksum 0) in a pcap, for an independent decoder such as tshark to read.
+pub fn write_udp_pcap(path: &Path, payloads: &[Vec<u8>], dst_port: u16) {
+    let frames: Vec<Vec<u8>> = payloads
+        .iter()
+        .map(|payload| {
+            let total = u16::try_from(20 + 8 + payload.len()).expect("datagram fits IPv4");
+            let mut ip = vec![0x45, 0];
+            ip.extend_from_slice(&total.to_be_bytes());
+            ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+            let mut sum: u32 = ip
+                .chunks(2)
+                .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            let csum = !u16::try_from(sum).expect("folded to 16 bits");
+            ip[10..12].copy_from_slice(&csum.to_be_bytes());
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+            f.extend_from_slice(&ip);
+            f.extend_from_slice(&40000u16.to_be_bytes());
+            f.extend_from_slice(&dst_port.to_be_bytes());
+            f.extend_from_slice(&(total - 20).to_be_bytes());
+            f.extend_from_slice(&[0, 0]);
+            f.extend_from_slice(payload);
+            f
+        })
+        .collect();
+    write_pcap(path, &frames);
+}
