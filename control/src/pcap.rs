@@ -61,29 +61,12 @@ pub fn count_records(path: &Path) -> std::io::Result<u64> {
 mod tests {
     use super::*;
 
-    fn write_pcap(path: &Path, frames: &[&[u8]]) {
-        let mut b = Vec::new();
-        b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-        b.extend_from_slice(&2u16.to_le_bytes());
-        b.extend_from_slice(&4u16.to_le_bytes());
-        b.extend_from_slice(&[0; 8]);
-        b.extend_from_slice(&65535u32.to_le_bytes());
-        b.extend_from_slice(&1u32.to_le_bytes());
-        for f in frames {
-            b.extend_from_slice(&[0; 8]);
-            b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            b.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            b.extend_from_slice(f);
-        }
-        std::fs::write(path, b).unwrap();
-    }
-
     #[test]
     fn counts_preloaded_frames_only_for_infinite_pcap() {
         let dir = std::env::temp_dir().join(format!("pmdswitch-pcap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("in.pcap");
-        write_pcap(&f, &[&[1u8; 60], &[2u8; 64], &[3u8; 1514]]);
+        pmdswitch_tests::write_pcap(&f, &[vec![1u8; 60], vec![2u8; 64], vec![3u8; 1514]]);
         assert_eq!(count_records(&f).unwrap(), 3);
         let p = f.display();
         assert_eq!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use dataplane::dpdk::{self, Mempool};
+use dataplane::dpdk::{self, Mempool, PortStats};
 use dataplane::fdb::Fdb;
 use dataplane::forward::DropReason;
 use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
@@ -66,29 +66,8 @@ pub struct PortReport {
     pub samples_taken: u64,
     /// Of those, samples lost because a sample ring was full.
     pub samples_lost: u64,
-    /// The device's own counters.
-    pub device: DeviceReport,
-}
-
-/// `rte_eth_stats` of a port.
-#[derive(Debug, Serialize)]
-pub struct DeviceReport {
-    /// Packets received.
-    pub ipackets: u64,
-    /// Packets sent.
-    pub opackets: u64,
-    /// Bytes received.
-    pub ibytes: u64,
-    /// Bytes sent.
-    pub obytes: u64,
-    /// Missed for want of descriptors.
-    pub imissed: u64,
-    /// Receive errors.
-    pub ierrors: u64,
-    /// Transmit errors.
-    pub oerrors: u64,
-    /// Mbuf allocation failures.
-    pub rx_nombuf: u64,
+    /// The device's own counters (`rte_eth_stats`).
+    pub device: PortStats,
 }
 
 /// One worker.
@@ -243,16 +222,7 @@ pub fn build(i: Inputs<'_>) -> Report {
                 tx_dropped: totals.port(idx, PortCounter::TxDropped),
                 samples_taken: totals.port(idx, PortCounter::SamplesTaken),
                 samples_lost: totals.port(idx, PortCounter::SamplesLost),
-                device: DeviceReport {
-                    ipackets: d.ipackets,
-                    opackets: d.opackets,
-                    ibytes: d.ibytes,
-                    obytes: d.obytes,
-                    imissed: d.imissed,
-                    ierrors: d.ierrors,
-                    oerrors: d.oerrors,
-                    rx_nombuf: d.rx_nombuf,
-                },
+                device: d,
             }
         })
         .collect();

@@ -557,41 +557,6 @@ mod tests {
         assert_eq!(b.len(), c.encoded_len());
     }
 
-    /// Wraps `payload` in Ethernet/IPv4/UDP to port 6343 inside a one-frame pcap.
-    fn pcap_of(payload: &[u8]) -> Vec<u8> {
-        let mut ip = vec![0x45, 0];
-        ip.extend_from_slice(&((20 + 8 + payload.len()) as u16).to_be_bytes());
-        ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
-        let mut sum: u32 = ip
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum();
-        while sum > 0xFFFF {
-            sum = (sum & 0xFFFF) + (sum >> 16);
-        }
-        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
-        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&40000u16.to_be_bytes());
-        frame.extend_from_slice(&DEFAULT_COLLECTOR_PORT.to_be_bytes());
-        frame.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        frame.extend_from_slice(&[0, 0]); // no UDP checksum
-        frame.extend_from_slice(payload);
-        let mut p = Vec::new();
-        p.extend_from_slice(&0xA1B2_C3D4u32.to_le_bytes()); // magic, microseconds
-        p.extend_from_slice(&2u16.to_le_bytes()); // version 2.4
-        p.extend_from_slice(&4u16.to_le_bytes());
-        for v in [0u32, 0, 65535, 1] {
-            p.extend_from_slice(&v.to_le_bytes()); // zone, sigfigs, snaplen, linktype Ethernet
-        }
-        let len = frame.len() as u32;
-        for v in [0, 0, len, len] {
-            p.extend_from_slice(&v.to_le_bytes()); // seconds, microseconds, caplen, len
-        }
-        p.extend_from_slice(&frame);
-        p
-    }
-
     #[test]
     fn tshark_decodes_it() {
         let mut d = Datagram::new(AGENT, 0, 7, 1000, 1400);
@@ -607,7 +572,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("pmdswitch-sflow-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("sflow.pcap");
-        std::fs::write(&file, pcap_of(&d.finish())).unwrap();
+        pmdswitch_tests::write_udp_pcap(&file, &[d.finish()], DEFAULT_COLLECTOR_PORT);
         let run = std::process::Command::new("tshark")
             .arg("-r")
             .arg(&file)

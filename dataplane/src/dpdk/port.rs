@@ -68,7 +68,7 @@ pub struct Link {
 }
 
 /// The device's own counters (`rte_eth_stats`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PortStats {
     /// Packets received by the device.
     pub ipackets: u64,
