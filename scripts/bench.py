@@ -40,6 +40,14 @@ def eal(prefix, lcores="0,1"):
     return ["-l", lcores] + EAL + ["--file-prefix", f"bench-{prefix}-{os.getpid()}"]
 
 
+def remove_runtime_dirs():
+    """The EAL leaves /var/run/dpdk/PREFIX behind even with --in-memory: remove this run's."""
+    import glob
+    import shutil
+    for d in glob.glob(f"/var/run/dpdk/bench-*-{os.getpid()}"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def mac(port, i):
     return bytes([0x02, port, (i >> 24) & 0xFF, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF])
 
@@ -385,6 +393,7 @@ def main():
               f"{fmt(r.get('testpmd_io')):>8} {fmt(r.get('ovs_dpdk')):>6} {fmt(r['ratio_to_testpmd']):>8} "
               f"{fmt(r['ratio_to_ovs']):>6} {fmt(r.get('fdb_entries'), '.0f'):>8} {fmt(mib('rss_bytes'), '.0f'):>7} "
               f"{fmt(mib('hugetlb_bytes'), '.0f'):>8}")
+    remove_runtime_dirs()
     with open(os.path.join(a.out, "bench.json"), "w") as f:
         json.dump(rows, f, indent=2)
     png = os.path.join(a.out, "bench.png")

@@ -15,7 +15,7 @@ pid=""
 cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
     for i in 1 2 3; do ip netns del "pmddemo$i" 2>/dev/null || true; done
-    rm -rf "$work"
+    rm -rf "$work" "/var/run/dpdk/pmddemo$$"
 }
 trap cleanup EXIT
 

@@ -17,8 +17,10 @@ fn run_with(config: Option<&str>, ports: &[&str]) -> (i32, String) {
     for p in ports {
         cmd.arg("--port").arg(p);
     }
-    cmd.arg("--duration").arg("1").arg("--").args(eal_args());
+    let eal = eal_args();
+    cmd.arg("--duration").arg("1").arg("--").args(&eal);
     let out = cmd.output().unwrap();
+    remove_runtime_dir(&eal);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -119,6 +121,10 @@ fn one_lcore_leaves_no_worker() {
         .arg(format!("pmdsw-test-onelcore-{}", std::process::id()))
         .output()
         .unwrap();
+    let _ = std::fs::remove_dir_all(format!(
+        "/var/run/dpdk/pmdsw-test-onelcore-{}",
+        std::process::id()
+    ));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

@@ -127,4 +127,6 @@ fn eal_mempool_ring_and_port_lifecycle() {
     drop(port);
     drop(pool);
     drop(eal);
+    // The EAL leaves its runtime directory behind.
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
 }

@@ -80,6 +80,21 @@ pub fn eal_args_with(lcores: &[&str]) -> Vec<String> {
     a
 }
 
+/// The directory the EAL makes for its `--file-prefix` (it stays after exit, even with
+/// --in-memory): tests remove theirs so runs do not pile them up.
+pub fn runtime_dir_of(eal: &[String]) -> Option<PathBuf> {
+    let i = eal.iter().position(|a| a == "--file-prefix")?;
+    let prefix = eal.get(i + 1)?;
+    Some(Path::new("/var/run/dpdk").join(prefix))
+}
+
+/// Removes the EAL runtime directory of a finished process started with `eal`.
+pub fn remove_runtime_dir(eal: &[String]) {
+    if let Some(d) = runtime_dir_of(eal) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
 /// A finished run.
 #[derive(Debug)]
 pub struct Finished {
@@ -98,6 +113,7 @@ pub struct Switch {
     log: Vec<String>,
     stats_path: PathBuf,
     _dir: tempfile::TempDir,
+    runtime_dir: Option<PathBuf>,
 }
 
 impl Switch {
@@ -108,6 +124,7 @@ impl Switch {
 
     /// Starts `pmdswitch run ARGS --stats-json F -- EAL` with the given EAL arguments.
     pub fn start_with_eal(args: &[String], eal: Vec<String>) -> Switch {
+        let runtime_dir = runtime_dir_of(&eal);
         require_hugepages();
         let dir = tempfile::tempdir().expect("temp dir");
         let stats_path = dir.path().join("stats.json");
@@ -142,6 +159,7 @@ impl Switch {
             log: Vec::new(),
             stats_path,
             _dir: dir,
+            runtime_dir,
         }
     }
 
@@ -237,6 +255,9 @@ impl Drop for Switch {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(d) = &self.runtime_dir {
+            let _ = std::fs::remove_dir_all(d);
         }
     }
 }
