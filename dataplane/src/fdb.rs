@@ -90,11 +90,6 @@ struct Bucket {
 }
 
 #[inline(always)]
-fn make_key(vlan: u16, mac: MacAddr) -> u64 {
-    (u64::from(vlan & VLAN_MASK) << 48) | mac.to_u64()
-}
-
-#[inline(always)]
 fn make_val(port: u16, gen: u16, ts: u32) -> u64 {
     (u64::from(ts) << 32) | (u64::from(gen) << 16) | u64::from(port)
 }
@@ -188,7 +183,13 @@ impl Fdb {
     /// Hashes `(vlan, mac)` to its key and buckets.
     #[inline(always)]
     pub fn key(&self, vlan: u16, mac: MacAddr) -> FdbKey {
-        let key = make_key(vlan, mac);
+        self.key_raw(vlan, mac.to_u64())
+    }
+
+    /// [`Fdb::key`] for a MAC held in the low 48 bits of an integer.
+    #[inline(always)]
+    pub fn key_raw(&self, vlan: u16, mac: u64) -> FdbKey {
+        let key = (u64::from(vlan & VLAN_MASK) << 48) | (mac & 0xffff_ffff_ffff);
         let h = hash(key);
         let b1 = (h as usize) & self.mask;
         let mut b2 = ((h >> 32) as usize) & self.mask;

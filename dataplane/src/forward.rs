@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 use crate::fdb::{Fdb, FdbKey, Learn};
-use crate::packet::{L2Header, ParseError};
+#[cfg(test)]
+use crate::packet::L2Header;
+use crate::packet::{ethertype, ParseError, Tci};
 
 /// Why a frame was not forwarded. Each reason indexes a per-worker counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,20 +122,29 @@ impl BridgeView {
 }
 
 /// A frame's header, parsed and hashed ahead of its decision, so that the MAC table buckets
-/// of its addresses can be prefetched while the frames before it are decided.
+/// of its addresses can be prefetched while the frames before it are decided. Addresses are
+/// kept as integers: two 8-byte loads read both, and the table keys are built from them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared {
-    hdr: Result<L2Header, ParseError>,
-    src: FdbKey,
-    dst: FdbKey,
+    status: Result<(), ParseError>,
+    header_len: u16,
+    tci: Option<Tci>,
+    dst: u64,
+    src: u64,
+    src_key: FdbKey,
+    dst_key: FdbKey,
 }
 
 impl Default for Prepared {
     fn default() -> Self {
         Prepared {
-            hdr: Err(ParseError::Runt),
-            src: FdbKey::default(),
-            dst: FdbKey::default(),
+            status: Err(ParseError::Runt),
+            header_len: 0,
+            tci: None,
+            dst: 0,
+            src: 0,
+            src_key: FdbKey::default(),
+            dst_key: FdbKey::default(),
         }
     }
 }
@@ -141,26 +152,63 @@ impl Default for Prepared {
 impl Prepared {
     /// The frame's outermost VLAN tag, if it parsed and has one.
     #[inline(always)]
-    pub fn vlan(&self) -> Option<crate::packet::Tci> {
-        self.hdr.ok().and_then(|h| h.vlan)
+    pub fn vlan(&self) -> Option<Tci> {
+        self.tci
     }
 }
 
-/// Parses the frame's layer-2 header and hashes (and prefetches) the table keys it will need.
-/// The bridge is VLAN-unaware here: every address is keyed in VLAN 0 (shared learning).
+/// The I/G bit of a MAC held in the low 48 bits of an integer.
+#[inline(always)]
+fn mac_is_multicast(mac: u64) -> bool {
+    mac & (1 << 40) != 0
+}
+
+/// 01:80:C2:00:00:00-0F, the IEEE 802.1D reserved group addresses.
+#[inline(always)]
+fn mac_is_reserved_group(mac: u64) -> bool {
+    mac & !0xf == 0x0180_c200_0000
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// Parses the frame's layer-2 header (as [`L2Header::parse`] does) and hashes (and
+/// prefetches) the table keys it will need. The bridge is VLAN-unaware here: every address is
+/// keyed in VLAN 0 (shared learning).
 #[inline(always)]
 pub fn prepare(frame: &[u8], fdb: &Fdb) -> Prepared {
-    let mut p = Prepared {
-        hdr: L2Header::parse(frame),
-        ..Prepared::default()
+    let mut p = Prepared::default();
+    let (Some(w0), Some(w1)) = (frame.get(0..8), frame.get(4..12)) else {
+        return p;
     };
-    if let Ok(h) = &p.hdr {
-        p.src = fdb.key(0, h.src);
-        fdb.prefetch(&p.src);
-        if !h.dst.is_multicast() {
-            p.dst = fdb.key(0, h.dst);
-            fdb.prefetch(&p.dst);
+    if frame.len() < 14 {
+        return p;
+    }
+    let mut ethertype = be16(frame, 12);
+    let mut off = 14usize;
+    for _ in 0..2 {
+        if ethertype != ethertype::VLAN && ethertype != ethertype::QINQ {
+            break;
         }
+        if frame.len() < off + 4 {
+            p.status = Err(ParseError::TruncatedVlan);
+            return p;
+        }
+        p.tci.get_or_insert(Tci(be16(frame, off)));
+        ethertype = be16(frame, off + 2);
+        off += 4;
+    }
+    p.status = Ok(());
+    p.header_len = off as u16;
+    p.dst = u64::from_be_bytes(w0.try_into().unwrap_or([0; 8])) >> 16;
+    p.src = u64::from_be_bytes(w1.try_into().unwrap_or([0; 8])) & 0xffff_ffff_ffff;
+    p.src_key = fdb.key_raw(0, p.src);
+    fdb.prefetch(&p.src_key);
+    if !mac_is_multicast(p.dst) {
+        p.dst_key = fdb.key_raw(0, p.dst);
+        fdb.prefetch(&p.dst_key);
     }
     p
 }
@@ -208,27 +256,26 @@ pub fn decide_prepared(
     if nb_segs != 1 {
         return drop(DropReason::MultiSegment);
     }
-    let hdr = match p.hdr {
-        Ok(h) => h,
+    match p.status {
+        Ok(()) => {}
         Err(ParseError::Runt) => return drop(DropReason::Runt),
         Err(ParseError::TruncatedVlan) => return drop(DropReason::TruncatedVlan),
-    };
-    let header_len = u32::try_from(hdr.header_len).unwrap_or(u32::MAX);
-    if pkt_len.saturating_sub(header_len) > bridge.mtu {
+    }
+    if pkt_len.saturating_sub(u32::from(p.header_len)) > bridge.mtu {
         return drop(DropReason::Oversize);
     }
-    if hdr.src.is_multicast() {
+    if mac_is_multicast(p.src) {
         return drop(DropReason::SrcMacMulticast);
     }
-    let learn = Some(fdb.learn_key(&p.src, ingress, now));
-    let action = if hdr.dst.is_multicast() {
-        if hdr.dst.is_reserved_group() {
+    let learn = Some(fdb.learn_key(&p.src_key, ingress, now));
+    let action = if mac_is_multicast(p.dst) {
+        if mac_is_reserved_group(p.dst) {
             Action::Drop(DropReason::ReservedDst)
         } else {
             flood_or_drop(ingress, bridge)
         }
     } else {
-        match fdb.lookup_key(&p.dst) {
+        match fdb.lookup_key(&p.dst_key) {
             Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),
             Some(q) => Action::Unicast(q),
             None => flood_or_drop(ingress, bridge),
@@ -366,6 +413,43 @@ mod tests {
             run(&fdb, 0, &frame(lldp, A)),
             Action::Drop(DropReason::ReservedDst)
         );
+    }
+
+    /// The integer fast path reads headers exactly as the typed views do.
+    #[test]
+    fn prepare_agrees_with_the_header_view() {
+        let fdb = Fdb::new(64);
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let mut f: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Often a tag or two, so the VLAN walk is exercised.
+            if len >= 14 && next() % 2 == 0 {
+                f[12..14].copy_from_slice(&[0x81, 0x00]);
+                if len >= 18 && next() % 2 == 0 {
+                    f[16..18].copy_from_slice(&[0x88, 0xa8]);
+                }
+            }
+            let p = prepare(&f, &fdb);
+            match L2Header::parse(&f) {
+                Ok(h) => {
+                    assert_eq!(p.status, Ok(()));
+                    assert_eq!((p.dst, p.src), (h.dst.to_u64(), h.src.to_u64()), "{f:02x?}");
+                    assert_eq!(usize::from(p.header_len), h.header_len);
+                    assert_eq!(p.tci, h.vlan);
+                    assert_eq!(mac_is_multicast(p.dst), h.dst.is_multicast());
+                    assert_eq!(mac_is_reserved_group(p.dst), h.dst.is_reserved_group());
+                    assert_eq!(p.src_key, fdb.key(0, h.src));
+                }
+                Err(e) => assert_eq!(p.status, Err(e), "{f:02x?}"),
+            }
+        }
     }
 
     #[test]
