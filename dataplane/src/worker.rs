@@ -153,14 +153,15 @@ impl Worker {
                     *p = prepare(m.data(), &fdb);
                 }
                 let mut bytes = 0u64;
-                // One compare skips sampling for the whole burst when no sample falls in it.
-                let mut sampler = sampling.as_mut();
-                if sampler
-                    .as_mut()
-                    .is_some_and(|s| s.samplers[inp].skip_burst(n as u32))
-                {
-                    sampler = None;
-                }
+                // Which frames of this burst sFlow samples: usually none, found with one compare.
+                let (sampled, pool_before) = match sampling.as_mut() {
+                    Some(s) => {
+                        let sampler = &mut s.samplers[inp];
+                        let before = sampler.seen();
+                        (sampler.burst(n as u32), before)
+                    }
+                    None => (0, 0),
+                };
                 let mut pkts = burst.drain();
                 let mut i = 0;
                 while let Some(m) = pkts.next() {
@@ -172,8 +173,8 @@ impl Worker {
                     bytes += u64::from(m.pkt_len());
                     let v =
                         decide_prepared(ingress, p, m.pkt_len(), m.nb_segs(), &bridge, &fdb, now);
-                    if let Some(s) = sampler.as_mut() {
-                        if s.samplers[inp].take() {
+                    if sampled & (1 << (i - 1)) != 0 {
+                        if let Some(s) = sampling.as_mut() {
                             let output = match v.action {
                                 Action::Unicast(q) => SampledOutput::Port(q),
                                 Action::Flood => {
@@ -189,7 +190,7 @@ impl Worker {
                                 output,
                                 tci.vid(),
                                 u16::from(tci.pcp()),
-                                s.samplers[inp].seen(),
+                                pool_before + i as u64,
                                 s.header_bytes,
                             );
                             c.port_add(inp, PortCounter::SamplesTaken, 1);
