@@ -1,4 +1,7 @@
 //! Start, signals, exit status, stats file, and mbuf accounting across a run.
+//!
+//! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
+//! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
 
 use std::time::Duration;
 

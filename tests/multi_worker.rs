@@ -1,5 +1,8 @@
 //! Two workers sharing one MAC table: ports with two rx queues each, spread over the workers,
 //! traffic both ways; every frame is delivered exactly once, never back where it came from.
+//!
+//! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
+//! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,4 +1,7 @@
 //! Hosts in network namespaces on net_tap ports: ARP, ping and TCP through the switch.
+//!
+//! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
+//! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

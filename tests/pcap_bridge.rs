@@ -3,6 +3,9 @@
 //! One worker polls its ports in configuration order, one burst of up to 32 frames from each
 //! in turn, so the order in which frames meet the MAC table is known: a port's first 32 frames
 //! are switched before the next port's, and its 33rd only after every other port's first burst.
+//!
+//! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
+//! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -1,6 +1,9 @@
 //! sFlow v5 export end to end: the switch samples real traffic and sends datagrams to a UDP
 //! collector on loopback; the datagrams are read by a parser written here from the
 //! specification and by tshark's sFlow dissector.
+//!
+//! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
+//! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
