@@ -8,6 +8,23 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use pmdswitch_tests::*;
 
+/// Sends `sig` and asserts what an operator relies on: exit status 0 within 5 seconds.
+fn stop_cleanly(sw: Switch, sig: Signal) -> Finished {
+    sw.signal(sig);
+    let (done, took) = sw.wait(Duration::from_secs(30));
+    assert!(
+        done.status.success(),
+        "exit status {}\n{}",
+        done.status,
+        done.output
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} to stop on {sig}"
+    );
+    done
+}
+
 fn tap_name(tag: &str) -> String {
     format!("pst{}{tag}", std::process::id() % 100_000)
 }
@@ -39,15 +56,7 @@ fn sigterm_stops_cleanly_and_leaks_no_mbufs() {
     let mut sw = Switch::start(&args);
     sw.wait_ready();
     std::thread::sleep(Duration::from_secs(2));
-    sw.signal(Signal::SIGTERM);
-    let (done, took) = sw.wait(Duration::from_secs(30));
-    assert!(
-        done.status.success(),
-        "exit status {}\n{}",
-        done.status,
-        done.output
-    );
-    assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+    let done = stop_cleanly(sw, Signal::SIGTERM);
     let stats = done.stats.expect("stats written on SIGTERM");
     let w = &stats["workers"][0];
     assert!(
@@ -102,15 +111,7 @@ fn sigint_stops_cleanly_too() {
         "--port=b=net_null1,no-rx=1".to_string(),
     ]);
     sw.wait_ready();
-    sw.signal(Signal::SIGINT);
-    let (done, took) = sw.wait(Duration::from_secs(30));
-    assert!(
-        done.status.success(),
-        "exit status {}\n{}",
-        done.status,
-        done.output
-    );
-    assert!(took < Duration::from_secs(5), "took {took:?} to stop");
+    let done = stop_cleanly(sw, Signal::SIGINT);
     assert!(done.stats.is_some());
 }
 

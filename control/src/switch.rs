@@ -315,18 +315,17 @@ fn run_with_eal(
                 sampling_rate: sp.spec.sampling_rate.unwrap_or(spec.sampling_rate),
             })
             .collect();
-        let mut consumers = Vec::with_capacity(workers.len());
-        for (w, worker) in workers.iter_mut().enumerate() {
+        let mut rings = Vec::with_capacity(workers.len());
+        let run_seed = started_seed();
+        for worker in workers.iter_mut() {
             let (producer, consumer) =
                 spsc_ring::<SampleRecord>(&format!("sflow_{}", worker.lcore), SAMPLE_RING)
                     .map_err(|e| SwitchError::Sflow(e.to_string()))?;
             let mut samplers: Vec<Sampler> = (0..MAX_PORTS).map(|_| Sampler::new(0, 1)).collect();
             for p in &agent_ports {
                 // Distinct seeds: no two samplers draw the same skips.
-                let seed = (u64::from(worker.lcore.0) << 32)
-                    ^ (u64::from(p.port_id) << 16)
-                    ^ 0x5f10_u64
-                    ^ started_seed();
+                let seed =
+                    (u64::from(worker.lcore.0) << 32) ^ (u64::from(p.port_id) << 16) ^ run_seed;
                 samplers[usize::from(p.port_id)] = Sampler::new(p.sampling_rate, seed);
             }
             worker.sampling = Some(Sampling {
@@ -334,8 +333,7 @@ fn run_with_eal(
                 header_bytes: spec.header_bytes as usize,
                 ring: producer,
             });
-            debug_assert_eq!(w, consumers.len());
-            consumers.push(consumer);
+            rings.push(consumer);
         }
         let agent = Agent::new(spec.clone(), &agent_ports, workers.len())
             .map_err(|e| SwitchError::Sflow(e.to_string()))?;
@@ -346,7 +344,11 @@ fn run_with_eal(
             spec.sampling_rate,
             spec.polling_interval
         );
-        sflow = Some((agent, consumers));
+        sflow = Some(SflowExport {
+            agent,
+            rings,
+            buf: vec![SampleRecord::default(); 256],
+        });
     }
 
     let mempool_at_start = pool.in_use();
@@ -383,11 +385,10 @@ fn run_with_eal(
         }
     }
     let elapsed = started.elapsed();
-    if let Some((agent, rings)) = sflow.as_mut() {
+    if let Some(export) = sflow.as_mut() {
         // The workers are gone: what is left in the rings is exported, then the last datagram.
-        let totals = sum_counters(&stats);
-        drain_samples(agent, rings, &totals);
-        agent.flush();
+        export.drain(&sum_counters(&stats));
+        export.agent.flush();
     }
     let mempool_at_stop = pool.in_use();
     let mut rep = report::build(report::Inputs {
@@ -405,7 +406,7 @@ fn run_with_eal(
             log::error!("closing port {}: {e}", sp.spec.name);
         }
     }
-    rep.sflow = sflow.as_ref().map(|(a, _)| a.stats());
+    rep.sflow = sflow.as_ref().map(|e| e.agent.stats());
     rep.mempool.in_use_after_close = pool.in_use();
     log::info!(
         "{}",
@@ -438,8 +439,28 @@ struct LoopContext<'a> {
     started: Instant,
 }
 
-/// The sFlow agent and the control thread's ends of the workers' sample rings.
-type SflowExport = (Agent, Vec<RingConsumer<SampleRecord>>);
+/// The sFlow agent, the control thread's ends of the workers' sample rings, and the buffer
+/// records are drained into (allocated once, reused every tick).
+struct SflowExport {
+    agent: Agent,
+    rings: Vec<RingConsumer<SampleRecord>>,
+    buf: Vec<SampleRecord>,
+}
+
+impl SflowExport {
+    /// Moves every waiting sample record from the workers' rings into the agent.
+    fn drain(&mut self, totals: &Counters) {
+        for (w, ring) in self.rings.iter_mut().enumerate() {
+            loop {
+                let n = ring.dequeue_burst(&mut self.buf);
+                if n == 0 {
+                    break;
+                }
+                self.agent.on_samples(w, &self.buf[..n], totals);
+            }
+        }
+    }
+}
 
 fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
     let LoopContext {
@@ -472,10 +493,10 @@ fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
         }
         let now = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX);
         fdb.set_now(now);
-        if let Some((agent, rings)) = sflow.as_mut() {
+        if let Some(export) = sflow.as_mut() {
             let totals = sum_counters(stats);
-            drain_samples(agent, rings, &totals);
-            agent.tick(&totals, |id| {
+            export.drain(&totals);
+            export.agent.tick(&totals, |id| {
                 ports
                     .iter()
                     .find(|sp| sp.port.id().0 == id)
@@ -490,10 +511,7 @@ fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
             if last_summary.elapsed() >= every {
                 let secs = last_summary.elapsed().as_secs_f64();
                 last_summary = Instant::now();
-                let mut totals = Counters::default();
-                for s in stats {
-                    totals.accumulate(&s.snapshot());
-                }
+                let totals = sum_counters(stats);
                 let rx =
                     totals.get(WorkerCounter::Packets) - last_totals.get(WorkerCounter::Packets);
                 let mut line =
@@ -523,20 +541,6 @@ fn sum_counters(stats: &[Arc<WorkerStats>]) -> Counters {
         totals.accumulate(&s.snapshot());
     }
     totals
-}
-
-/// Moves every waiting sample record from the workers' rings into the agent.
-fn drain_samples(agent: &mut Agent, rings: &mut [RingConsumer<SampleRecord>], totals: &Counters) {
-    let mut buf = vec![SampleRecord::default(); 256];
-    for (w, ring) in rings.iter_mut().enumerate() {
-        loop {
-            let n = ring.dequeue_burst(&mut buf);
-            if n == 0 {
-                break;
-            }
-            agent.on_samples(w, &buf[..n], totals);
-        }
-    }
 }
 
 /// A per-run seed for the samplers, so that runs do not repeat each other's skips.

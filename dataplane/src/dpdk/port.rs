@@ -520,7 +520,6 @@ impl RxQueue {
     /// Receives up to [`BURST_SIZE`] packets into the empty `burst`; returns how many.
     #[inline(always)]
     pub fn rx_burst(&mut self, burst: &mut Burst) -> usize {
-        debug_assert!(burst.is_empty());
         // SAFETY: this handle is the queue's only poller (&mut self, one handle per queue); the
         // port is started and cannot be stopped while the handle lives; the burst has room for
         // BURST_SIZE pointers, and the PMD writes exactly the returned count of valid mbufs.
