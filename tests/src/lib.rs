@@ -412,6 +412,15 @@ impl Netns {
         sh(&format!("ip -n {} link set {ifname} up", self.name));
     }
 
+    /// Turns IPv6 off in the namespace (for interfaces moved in later too), so that its hosts
+    /// send nothing on their own: no router solicitations, no MLD reports.
+    pub fn without_ipv6(self) -> Netns {
+        sh(&self.exec(
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+        ));
+        self
+    }
+
     /// The command prefix that runs inside the namespace.
     pub fn exec(&self, cmd: &str) -> String {
         format!("ip netns exec {} {cmd}", self.name)
@@ -463,4 +472,284 @@ pub fn write_udp_pcap(path: &Path, payloads: &[Vec<u8>], dst_port: u16) {
         })
         .collect();
     write_pcap(path, &frames);
+}
+
+/// `f` with an IEEE 802.1Q tag (TPID 0x8100, priority `pcp`, DEI 0, VLAN `vid`) inserted after
+/// the source address, as a switch pushes it.
+pub fn tagged(f: &[u8], pcp: u8, vid: u16) -> Vec<u8> {
+    assert!(pcp < 8 && vid < 4096, "PCP {pcp} VID {vid}");
+    let tci = (u16::from(pcp) << 13) | vid;
+    let mut t = f[..12].to_vec();
+    t.extend_from_slice(&0x8100u16.to_be_bytes());
+    t.extend_from_slice(&tci.to_be_bytes());
+    t.extend_from_slice(&f[12..]);
+    t
+}
+
+/// A frame's bytes in hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// One line per frame, for assertion messages: addresses, 802.1Q tag if any (VID and PCP),
+/// the test's tag, the length.
+pub fn describe(frames: &[Vec<u8>]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| {
+            if f.len() < 16 {
+                return format!("short frame {}", hex(f));
+            }
+            let (vlan, rest) = if f[12..14] == [0x81, 0x00] && f.len() >= 20 {
+                let tci = u16::from_be_bytes([f[14], f[15]]);
+                (format!("vid {} pcp {}", tci & 0xfff, tci >> 13), &f[16..])
+            } else {
+                ("untagged".to_owned(), &f[12..])
+            };
+            format!(
+                "{} <- {} {vlan} type {} tag {} len {}",
+                hex(&f[0..6]),
+                hex(&f[6..12]),
+                hex(&rest[0..2]),
+                hex(&rest[2..4.min(rest.len())]),
+                f.len()
+            )
+        })
+        .collect()
+}
+
+/// A config file in a temporary directory, for `--config`.
+pub struct ConfigFile {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigFile {
+    /// Writes `text` as `switch.toml`.
+    pub fn new(text: &str) -> ConfigFile {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("switch.toml"), text).expect("write config");
+        ConfigFile { dir }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("switch.toml")
+    }
+
+    /// `--config PATH` as arguments.
+    pub fn args(&self) -> Vec<String> {
+        vec!["--config".into(), self.path().display().to_string()]
+    }
+}
+
+/// Reads a classic pcap's frames with their timestamps in seconds; a record cut short at the
+/// end (a file still being written) is left out.
+pub fn read_pcap_timed(path: &Path) -> Vec<(f64, Vec<u8>)> {
+    let Ok(b) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    if b.len() < 24 {
+        return Vec::new();
+    }
+    let (little, nanos) = match u32::from_le_bytes([b[0], b[1], b[2], b[3]]) {
+        0xa1b2_c3d4 => (true, false),
+        0xa1b2_3c4d => (true, true),
+        0xd4c3_b2a1 => (false, false),
+        0x4d3c_b2a1 => (false, true),
+        m => panic!("{}: not a pcap (magic {m:#x})", path.display()),
+    };
+    let u32_at = |o: usize| {
+        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if little {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        }
+    };
+    let frac = if nanos { 1e-9 } else { 1e-6 };
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= b.len() {
+        let incl = u32_at(off + 8) as usize;
+        let start = off + 16;
+        if start + incl > b.len() {
+            break;
+        }
+        let ts = f64::from(u32_at(off)) + f64::from(u32_at(off + 4)) * frac;
+        out.push((ts, b[start..start + incl].to_vec()));
+        off = start + incl;
+    }
+    out
+}
+
+/// The raw-socket helper (`tests/rawsock.py`): tagged frames on a kernel interface.
+pub fn rawsock_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("rawsock.py")
+}
+
+fn in_ns(ns: Option<&Netns>, cmd: &str) -> String {
+    match ns {
+        Some(ns) => ns.exec(cmd),
+        None => cmd.to_owned(),
+    }
+}
+
+/// Sends `count` frames (cycling through `frames`) out of kernel interface `iface` (in `ns`,
+/// or the test's own namespace), `pps` a second (0: as fast as it goes).
+pub fn raw_send(ns: Option<&Netns>, iface: &str, count: usize, pps: u32, frames: &[Vec<u8>]) {
+    let hexes: Vec<String> = frames.iter().map(|f| hex(f)).collect();
+    let cmd = format!(
+        "python3 {} send {iface} {count} {pps} {}",
+        rawsock_script().display(),
+        hexes.join(" ")
+    );
+    sh(&in_ns(ns, &cmd));
+}
+
+/// A raw-socket capture running on a kernel interface: every frame it received, with its
+/// 802.1Q tag as it was on the wire.
+pub struct RawCapture {
+    child: Child,
+    what: String,
+}
+
+impl RawCapture {
+    /// Starts capturing on `iface` (in `ns`) for `secs` seconds; returns once the socket is bound.
+    pub fn start(ns: Option<&Netns>, iface: &str, secs: f64) -> RawCapture {
+        let what = format!("capture on {iface}");
+        let cmd = format!("python3 {} recv {iface} {secs}", rawsock_script().display());
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(in_ns(ns, &cmd))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rawsock.py");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+        let mut line = String::new();
+        let _ = err.read_line(&mut line);
+        assert!(line.trim() == "ready", "{what} did not start: {line}");
+        RawCapture { child, what }
+    }
+
+    /// Waits for the capture to end and returns its frames.
+    pub fn frames(self) -> Vec<Vec<u8>> {
+        let out = self.child.wait_with_output().expect("rawsock.py");
+        assert!(out.status.success(), "{} failed: {}", self.what, out.status);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                (0..l.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&l[i..i + 2], 16).expect("hex"))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Reads a kernel interface counter (`rx_packets`, `tx_packets`, ...) in `ns`.
+pub fn iface_counter(ns: Option<&Netns>, iface: &str, counter: &str) -> u64 {
+    sh(&in_ns(
+        ns,
+        &format!("cat /sys/class/net/{iface}/statistics/{counter}"),
+    ))
+    .trim()
+    .parse()
+    .expect("counter")
+}
+
+/// One net_pcap port of a configured switch: its name, the TOML lines it adds to its
+/// `[[ports]]` table (VLAN mode, security, ...), and the frames it receives.
+pub struct PcapPort {
+    /// Port name.
+    pub name: &'static str,
+    /// Extra lines of its `[[ports]]` table.
+    pub config: String,
+    /// Frames read from its rx pcap.
+    pub input: Vec<Vec<u8>>,
+}
+
+impl PcapPort {
+    /// A port with `config` lines receiving `input`.
+    pub fn new(name: &'static str, config: &str, input: Vec<Vec<u8>>) -> PcapPort {
+        PcapPort {
+            name,
+            config: config.to_owned(),
+            input,
+        }
+    }
+}
+
+/// The outcome of a configured run on pcap ports.
+pub struct PcapRun {
+    /// Frames each port sent, by port name, in order.
+    pub out: std::collections::HashMap<String, Vec<Vec<u8>>>,
+    /// The stats JSON.
+    pub stats: Value,
+    /// What the switch printed.
+    pub output: String,
+}
+
+impl PcapRun {
+    /// The frames port `name` sent.
+    pub fn out(&self, name: &str) -> &[Vec<u8>] {
+        &self.out[name]
+    }
+
+    /// A drop counter (0 when the reason is absent).
+    pub fn drops(&self, reason: &str) -> u64 {
+        self.stats["drops"][reason].as_u64().unwrap_or(0)
+    }
+}
+
+/// Runs the switch on net_pcap ports configured by a TOML file made of `head` (e.g. a
+/// `[bridge]` table or `[[fdb]]` entries) and one `[[ports]]` table per port, for `secs`,
+/// and collects every port's output. Panics unless it exits 0.
+pub fn run_pcap_config(head: &str, ports: &[PcapPort], secs: f64) -> PcapRun {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut toml = format!("{head}\n");
+    for (i, p) in ports.iter().enumerate() {
+        let input = dir.path().join(format!("in-{}.pcap", p.name));
+        let output = dir.path().join(format!("out-{}.pcap", p.name));
+        write_pcap(&input, &p.input);
+        toml.push_str(&format!(
+            "[[ports]]\nname = \"{}\"\ndevargs = \"net_pcap{i},rx_pcap={},tx_pcap={}\"\n{}\n\n",
+            p.name,
+            input.display(),
+            output.display(),
+            p.config
+        ));
+    }
+    let config = ConfigFile::new(&toml);
+    let done = run_for(&config.args(), secs);
+    assert!(
+        done.status.success(),
+        "pmdswitch failed: {}\nconfig:\n{toml}\n{}",
+        done.status,
+        done.output
+    );
+    let stats = done.stats.expect("stats file written");
+    let out = ports
+        .iter()
+        .map(|p| {
+            let f = dir.path().join(format!("out-{}.pcap", p.name));
+            (p.name.to_owned(), read_pcap(&f))
+        })
+        .collect();
+    PcapRun {
+        out,
+        stats,
+        output: done.output,
+    }
+}
+
+/// Asserts that `got` holds exactly the frames of `want`, in any order, byte for byte.
+pub fn assert_frames(what: &str, got: &[Vec<u8>], want: &[Vec<u8>]) {
+    let mut g = got.to_vec();
+    let mut w = want.to_vec();
+    g.sort();
+    w.sort();
+    assert_eq!(describe(&g), describe(&w), "{what}: frames");
+    assert_eq!(g, w, "{what}: bytes");
 }
