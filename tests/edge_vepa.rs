@@ -1,0 +1,233 @@
+//! VEB and VEPA (issue 7, IEEE 802.1Qbg) against a real adjacent switch: the uplink tap is a
+//! port of a Linux bridge in a namespace of its own, reflecting frames back out of the port they
+//! came in on when `hairpin` is on. Three VMs live in namespaces on net_tap ports.
+//!
+//! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
+//! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
+
+use std::process::Command;
+use std::time::Duration;
+
+use pmdswitch_tests::*;
+
+/// The switch, three VMs and the adjacent bridge.
+struct Edge {
+    sw: Option<Switch>,
+    vms: Vec<Netns>,
+    vm_ifs: Vec<String>,
+    bridge: Netns,
+    uplink: String,
+    _config: ConfigFile,
+}
+
+impl Edge {
+    /// Starts the switch in `mode` ("veb" or "vepa") with VMs vm1..vm3 (10.99.0.1-3) and an
+    /// uplink enslaved to a Linux bridge with hairpin on or off.
+    fn start(mode: &str, hairpin: bool) -> Edge {
+        let id = std::process::id() % 100_000;
+        let vm_ifs: Vec<String> = (1..=3).map(|i| format!("pea{id}v{i}")).collect();
+        let uplink = format!("pea{id}up");
+        let mut toml = format!("[bridge]\nmode = \"{mode}\"\n\n");
+        for (i, ifname) in vm_ifs.iter().enumerate() {
+            toml.push_str(&format!(
+                "[[ports]]\nname = \"vm{}\"\ndevargs = \"net_tap{i},iface={ifname}\"\n\n",
+                i + 1
+            ));
+        }
+        toml.push_str(&format!(
+            "[[ports]]\nname = \"uplink\"\ndevargs = \"net_tap3,iface={uplink}\"\nrole = \"uplink\"\n"
+        ));
+        let config = ConfigFile::new(&toml);
+        let mut sw = Switch::start(&config.args());
+        sw.wait_ready();
+        let vms: Vec<Netns> = vm_ifs
+            .iter()
+            .enumerate()
+            .map(|(i, ifname)| {
+                wait_for_iface(ifname, Duration::from_secs(10));
+                let ns = Netns::new(&format!("pmdsw{id}vm{}", i + 1)).without_ipv6();
+                ns.adopt(ifname, &format!("10.99.0.{}/24", i + 1));
+                ns
+            })
+            .collect();
+        wait_for_iface(&uplink, Duration::from_secs(10));
+        let bridge = Netns::new(&format!("pmdsw{id}br")).without_ipv6();
+        sh(&format!("ip link set {uplink} netns {}", bridge.name));
+        for cmd in [
+            "ip link add br0 type bridge stp_state 0".to_owned(),
+            format!("ip link set {uplink} master br0"),
+            "ip link set br0 up".to_owned(),
+            format!("ip link set {uplink} up"),
+            format!(
+                "bridge link set dev {uplink} hairpin {}",
+                if hairpin { "on" } else { "off" }
+            ),
+        ] {
+            sh(&bridge.exec(&cmd));
+        }
+        Edge {
+            sw: Some(sw),
+            vms,
+            vm_ifs,
+            bridge,
+            uplink,
+            _config: config,
+        }
+    }
+
+    /// `ping -c count` from VM `from` (0-based) to VM `to`: success and the output.
+    fn ping(&self, from: usize, to: usize, count: u32) -> (bool, String) {
+        let cmd = self.vms[from].exec(&format!("ping -c {count} -i 0.2 -W 1 10.99.0.{}", to + 1));
+        let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+        let text = format!(
+            "{cmd}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// Frames the bridge's port received from the switch and sent back to it, so far.
+    fn bridge_port_counters(&self) -> (u64, u64) {
+        (
+            iface_counter(Some(&self.bridge), &self.uplink, "rx_packets"),
+            iface_counter(Some(&self.bridge), &self.uplink, "tx_packets"),
+        )
+    }
+
+    /// The MAC address of VM `i`'s interface.
+    fn vm_mac(&self, i: usize) -> [u8; 6] {
+        let text = sh(&self.vms[i].exec(&format!("cat /sys/class/net/{}/address", self.vm_ifs[i])));
+        let v: Vec<u8> = text
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).expect("MAC"))
+            .collect();
+        v.try_into().expect("six bytes")
+    }
+
+    /// Stops the switch and returns its stats.
+    fn stop(&mut self) -> Value {
+        let sw = self.sw.take().expect("running");
+        sw.signal(nix::sys::signal::Signal::SIGTERM);
+        let (done, _) = sw.wait(Duration::from_secs(30));
+        assert!(done.status.success(), "{}", done.output);
+        done.stats.expect("stats")
+    }
+}
+
+/// Unicast frames between the two addresses, either way.
+fn unicast_between(frames: &[Vec<u8>], a: [u8; 6], b: [u8; 6]) -> usize {
+    frames
+        .iter()
+        .filter(|f| (f[0..6] == a && f[6..12] == b) || (f[0..6] == b && f[6..12] == a))
+        .count()
+}
+
+#[test]
+fn vepa_vms_talk_only_through_the_adjacent_bridge() {
+    let mut e = Edge::start("vepa", true);
+    let (m1, m2) = (e.vm_mac(0), e.vm_mac(1));
+    let (rx0, tx0) = e.bridge_port_counters();
+    let cap = RawCapture::start(Some(&e.bridge), &e.uplink, 4.0);
+    let (ok, text) = e.ping(0, 1, 5);
+    let up = cap.frames();
+    let (rx1, tx1) = e.bridge_port_counters();
+    eprintln!(
+        "bridge port {}: rx {} tx {} frames during 5 pings",
+        e.uplink,
+        rx1 - rx0,
+        tx1 - tx0
+    );
+    assert!(ok && text.contains("5 received"), "{text}");
+    assert!(!text.contains("DUP"), "a VM got a frame twice: {text}");
+    // 5 requests and 5 replies went up to the bridge and came back: at least 10 each way.
+    assert!(
+        rx1 - rx0 >= 10 && tx1 - tx0 >= 10,
+        "bridge port rx {} tx {}: the pings did not go through the bridge",
+        rx1 - rx0,
+        tx1 - tx0
+    );
+    assert!(
+        unicast_between(&up, m1, m2) >= 10,
+        "echo requests and replies on the uplink: {:?}",
+        describe(&up)
+    );
+    let stats = e.stop();
+    assert!(port_stat(&stats, "uplink", "rx_packets") >= 10);
+    assert!(port_stat(&stats, "uplink", "tx_packets") >= 10);
+}
+
+#[test]
+fn vepa_vms_cannot_talk_when_the_bridge_does_not_reflect() {
+    let mut e = Edge::start("vepa", false);
+    let (rx0, _) = e.bridge_port_counters();
+    let (ok, text) = e.ping(0, 1, 3);
+    let (rx1, _) = e.bridge_port_counters();
+    assert!(!ok && text.contains("0 received"), "{text}");
+    assert!(
+        rx1 > rx0,
+        "the VM's frames went up to the bridge (rx {rx0} -> {rx1})"
+    );
+    let stats = e.stop();
+    assert_eq!(
+        port_stat(&stats, "vm2", "tx_packets"),
+        0,
+        "nothing reached vm2 except through the bridge"
+    );
+}
+
+#[test]
+fn veb_switches_locally_and_unicast_never_crosses_the_uplink() {
+    // A bridge that does not reflect: a VEB next to a hairpin port would be a loop.
+    let mut e = Edge::start("veb", false);
+    let (m1, m2) = (e.vm_mac(0), e.vm_mac(1));
+    let cap = RawCapture::start(Some(&e.bridge), &e.uplink, 3.0);
+    let (ok, text) = e.ping(0, 1, 5);
+    let up = cap.frames();
+    assert!(ok && text.contains("5 received"), "{text}");
+    assert_eq!(
+        unicast_between(&up, m1, m2),
+        0,
+        "VM-to-VM unicast on the uplink: {:?}",
+        describe(&up)
+    );
+    let unicast_up = up.iter().filter(|f| f[0] & 1 == 0).count();
+    assert_eq!(unicast_up, 0, "unicast on the uplink: {:?}", describe(&up));
+    let stats = e.stop();
+    assert!(port_stat(&stats, "vm2", "tx_packets") >= 5);
+}
+
+#[test]
+fn vepa_reflected_floods_reach_every_other_vm_once_and_never_the_sender() {
+    let e = Edge::start("vepa", true);
+    let src = mac(0x51);
+    let kinds = [
+        ("broadcast", frame(BROADCAST, src, 100, 0x7001)),
+        (
+            "multicast",
+            frame([0x01, 0x00, 0x5e, 0x00, 0x00, 0x42], src, 100, 0x7002),
+        ),
+        ("unknown unicast", frame(mac(0x7e), src, 100, 0x7003)),
+    ];
+    let caps: Vec<RawCapture> = (0..3)
+        .map(|i| RawCapture::start(Some(&e.vms[i]), &e.vm_ifs[i], 2.5))
+        .collect();
+    let up = RawCapture::start(Some(&e.bridge), &e.uplink, 2.5);
+    let frames: Vec<Vec<u8>> = kinds.iter().map(|(_, f)| f.clone()).collect();
+    raw_send(Some(&e.vms[0]), &e.vm_ifs[0], frames.len(), 0, &frames);
+    let got: Vec<Vec<Vec<u8>>> = caps.into_iter().map(RawCapture::frames).collect();
+    let up = up.frames();
+    for (kind, f) in &kinds {
+        let n = |g: &[Vec<u8>]| g.iter().filter(|x| *x == f).count();
+        assert_eq!(
+            n(&up),
+            1,
+            "{kind}: went up the uplink once: {:?}",
+            describe(&up)
+        );
+        assert_eq!(n(&got[0]), 0, "{kind}: came back to its sender vm1");
+        assert_eq!(n(&got[1]), 1, "{kind}: reached vm2 {} times", n(&got[1]));
+        assert_eq!(n(&got[2]), 1, "{kind}: reached vm3 {} times", n(&got[2]));
+    }
+}

@@ -1,0 +1,436 @@
+//! IEEE 802.1Q VLANs (issue 7): access and trunk ports, tag push, pop and keep at egress,
+//! ingress filtering, flooding and learning per VLAN.
+//!
+//! The frame-exact cases run on net_pcap ports (one worker polls the ports in configuration
+//! order, so every port's first burst is switched before the next port's). The namespace cases
+//! run hosts on net_tap ports; the trunk side of a tap is written and read with raw packet
+//! sockets (`tests/rawsock.py`), since this kernel has no 802.1Q sub-interfaces.
+//!
+//! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
+//! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
+
+use std::process::Command;
+use std::time::Duration;
+
+use pmdswitch_tests::*;
+
+const ACCESS10: &str = "vlan_mode = \"access\"\nvlan = 10";
+const ACCESS20: &str = "vlan_mode = \"access\"\nvlan = 20";
+
+/// A 100-byte frame (long enough that popping a tag leaves no runt).
+fn f(dst: [u8; 6], src: [u8; 6], tag: u16) -> Vec<u8> {
+    frame(dst, src, 100, tag)
+}
+
+#[test]
+fn tags_are_pushed_popped_kept_and_filtered_by_port_mode() {
+    let (a, c, t, n, l) = (mac(0x0a), mac(0x0c), mac(0x1e), mac(0x2e), mac(0x3e));
+    // Into access port a10 (VLAN 10).
+    let f1 = f(BROADCAST, a, 1);
+    let f2 = f(BROADCAST, a, 2); // arrives priority-tagged (VID 0): VLAN 10
+    let f3 = f(BROADCAST, a, 3); // arrives tagged VID 20: dropped
+    let f3b = f(BROADCAST, a, 33); // arrives tagged VID 10: dropped too (access takes no tags)
+                                   // Into access port a20 (VLAN 20).
+    let f4 = f(BROADCAST, c, 4);
+    // Into trunk t (VLANs 10, 20, 30; no native VLAN).
+    let f5 = f(BROADCAST, t, 5); // VID 10 PCP 3
+    let f6 = f(BROADCAST, t, 6); // VID 20 PCP 6
+    let f7 = f(BROADCAST, t, 7); // VID 30 PCP 1
+    let f8 = f(BROADCAST, t, 8); // VID 40: not carried
+    let f9 = f(BROADCAST, t, 9); // untagged: no native VLAN
+                                 // Into trunk n (VLANs 10, 30; native 30).
+    let f10 = f(BROADCAST, n, 10); // untagged: VLAN 30
+    let f11 = f(BROADCAST, n, 11); // VID 20: not carried
+                                   // Into the default port (trunk of every VLAN, untagged = VLAN 0).
+    let f13 = f(BROADCAST, l, 13); // untagged: VLAN 0, which no other port carries
+    let f14 = f(BROADCAST, l, 14); // VID 10 PCP 4
+
+    let ports = [
+        PcapPort::new(
+            "a10",
+            ACCESS10,
+            vec![
+                f1.clone(),
+                tagged(&f2, 0, 0),
+                tagged(&f3, 0, 20),
+                tagged(&f3b, 0, 10),
+            ],
+        ),
+        PcapPort::new("b10", ACCESS10, vec![]),
+        PcapPort::new("a20", ACCESS20, vec![f4.clone()]),
+        PcapPort::new(
+            "t",
+            "vlan_mode = \"trunk\"\ntrunks = [10, 20, 30]",
+            vec![
+                tagged(&f5, 3, 10),
+                tagged(&f6, 6, 20),
+                tagged(&f7, 1, 30),
+                tagged(&f8, 0, 40),
+                f9.clone(),
+            ],
+        ),
+        PcapPort::new(
+            "n",
+            "vlan_mode = \"trunk\"\ntrunks = [10, 30]\nnative_vlan = 30",
+            vec![f10.clone(), tagged(&f11, 0, 20)],
+        ),
+        PcapPort::new("all", "", vec![f13.clone(), tagged(&f14, 4, 10)]),
+    ];
+    let r = run_pcap_config("", &ports, 2.0);
+
+    // Access ports: untagged only, their own VLAN only (tags popped).
+    assert_frames(
+        "b10 (access 10)",
+        r.out("b10"),
+        &[f1.clone(), f2.clone(), f5.clone(), f14.clone()],
+    );
+    assert_frames("a10 (access 10)", r.out("a10"), &[f5.clone(), f14.clone()]);
+    assert_frames("a20 (access 20)", r.out("a20"), std::slice::from_ref(&f6));
+    // Trunk without a native VLAN: every frame tagged with its VLAN, PCP kept.
+    assert_frames(
+        "t (trunk 10,20,30)",
+        r.out("t"),
+        &[
+            tagged(&f1, 0, 10),
+            tagged(&f2, 0, 10),
+            tagged(&f4, 0, 20),
+            tagged(&f10, 0, 30),
+            tagged(&f14, 4, 10),
+        ],
+    );
+    // Trunk with native VLAN 30: VLAN 10 tagged, VLAN 30 untagged, VLAN 20 never.
+    assert_frames(
+        "n (trunk 10,30 native 30)",
+        r.out("n"),
+        &[
+            tagged(&f1, 0, 10),
+            tagged(&f2, 0, 10),
+            tagged(&f5, 3, 10),
+            f7.clone(),
+            tagged(&f14, 4, 10),
+        ],
+    );
+    // The default port carries every VLAN: tagged ones keep their tag and PCP.
+    assert_frames(
+        "all (default trunk)",
+        r.out("all"),
+        &[
+            tagged(&f1, 0, 10),
+            tagged(&f2, 0, 10),
+            tagged(&f4, 0, 20),
+            tagged(&f5, 3, 10),
+            tagged(&f6, 6, 20),
+            tagged(&f7, 1, 30),
+            tagged(&f10, 0, 30),
+        ],
+    );
+
+    assert_eq!(
+        r.drops("vlan_tag_mismatch"),
+        2,
+        "drops: {}",
+        r.stats["drops"]
+    );
+    assert_eq!(
+        r.drops("ingress_vlan_filter"),
+        3,
+        "drops: {}",
+        r.stats["drops"]
+    );
+    assert_eq!(port_stat(&r.stats, "a10", "rx_dropped"), 2);
+    assert_eq!(port_stat(&r.stats, "t", "rx_dropped"), 2);
+    assert_eq!(port_stat(&r.stats, "n", "rx_dropped"), 1);
+}
+
+#[test]
+fn unicast_and_flooding_stay_in_their_vlan_and_learning_is_per_vlan() {
+    // The same station address M in VLAN 10 (on a10) and in VLAN 20 (on a20).
+    let (m, x, y, z, u) = (mac(0x4d), mac(0x58), mac(0x59), mac(0x5a), mac(0x55));
+    let mcast = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
+    let f1 = f(BROADCAST, m, 1); // a10: M in VLAN 10
+    let f8 = f(m, z, 8); // b10: to M in VLAN 10
+    let f2 = f(BROADCAST, m, 2); // a20: M in VLAN 20 (not a move)
+    let f7 = f(m, y, 7); // b20: to M in VLAN 20
+    let f3 = f(m, x, 3); // t, VID 10: to M in VLAN 10
+    let f4 = f(m, x, 4); // t, VID 20: to M in VLAN 20
+    let f5 = f(u, x, 5); // t, VID 10: unknown unicast, flooded in VLAN 10 only
+    let f6 = f(mcast, x, 6); // t, VID 20: multicast, flooded in VLAN 20 only
+    let ports = [
+        PcapPort::new("a10", ACCESS10, vec![f1.clone()]),
+        PcapPort::new("b10", ACCESS10, vec![f8.clone()]),
+        PcapPort::new("a20", ACCESS20, vec![f2.clone()]),
+        PcapPort::new("b20", ACCESS20, vec![f7.clone()]),
+        PcapPort::new(
+            "t",
+            "vlan_mode = \"trunk\"\ntrunks = [10, 20]",
+            vec![
+                tagged(&f3, 0, 10),
+                tagged(&f4, 0, 20),
+                tagged(&f5, 0, 10),
+                tagged(&f6, 0, 20),
+            ],
+        ),
+    ];
+    let r = run_pcap_config("", &ports, 2.0);
+    assert_frames("a10", r.out("a10"), &[f8.clone(), f3.clone(), f5.clone()]);
+    assert_frames("b10", r.out("b10"), &[f1.clone(), f5.clone()]);
+    assert_frames("a20", r.out("a20"), &[f7.clone(), f4.clone(), f6.clone()]);
+    assert_frames("b20", r.out("b20"), &[f2.clone(), f6.clone()]);
+    assert_frames("t", r.out("t"), &[tagged(&f1, 0, 10), tagged(&f2, 0, 20)]);
+    let fdb = &r.stats["fdb"];
+    assert_eq!(fdb["moved"], 0, "M in VLAN 20 is not M in VLAN 10: {fdb}");
+    // M@10, M@20, Z@10, Y@20, X@10, X@20.
+    assert_eq!(fdb["entries"], 6, "{fdb}");
+}
+
+#[test]
+fn static_fdb_entries_forward_before_learning_and_never_move() {
+    let (s, a, b) = (mac(0x5e), mac(0x0a), mac(0x0b));
+    let f1 = f(s, a, 1); // p0: to S, which has never sent: the static entry says p1
+    let f2 = f(BROADCAST, s, 2); // p0: S shows up on p0 (a spoofer, or a loop)
+    let f3 = f(s, b, 3); // p2: to S: still p1
+    let head = "[[fdb]]\nport = \"p1\"\nvlan = 10\nmac = \"02:00:00:00:00:5e\"\n";
+    let ports = [
+        PcapPort::new("p0", ACCESS10, vec![f1.clone(), f2.clone()]),
+        PcapPort::new("p1", ACCESS10, vec![]),
+        PcapPort::new("p2", ACCESS10, vec![f3.clone()]),
+    ];
+    let r = run_pcap_config(head, &ports, 2.0);
+    let p1 = r.out("p1");
+    assert!(
+        p1.contains(&f1) && p1.contains(&f3),
+        "unicast to S reaches p1: {:?}",
+        describe(p1)
+    );
+    assert!(
+        !r.out("p2").contains(&f1),
+        "f1 was not flooded: {:?}",
+        describe(r.out("p2"))
+    );
+    assert!(
+        !r.out("p0").contains(&f3),
+        "S did not move to p0: {:?}",
+        describe(r.out("p0"))
+    );
+}
+
+// ---- Hosts on net_tap ports -------------------------------------------------------------
+
+fn ping(from: &Netns, to: &str, count: u32) -> (bool, String) {
+    let cmd = from.exec(&format!("ping -c {count} -i 0.2 -W 1 {to}"));
+    let out = Command::new("sh").arg("-c").arg(&cmd).output().unwrap();
+    let text = format!(
+        "{cmd}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn hosts_in_two_access_vlans_reach_their_own_vlan_only() {
+    let id = std::process::id() % 100_000;
+    // h1, h2 in VLAN 10; h3, h4 in VLAN 20; all in one IP subnet, so only the switch keeps
+    // the VLANs apart.
+    let vlans = [10, 10, 20, 20];
+    let ifs: Vec<String> = (1..=4).map(|i| format!("pev{id}h{i}")).collect();
+    let mut toml = String::new();
+    for (i, ifname) in ifs.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[ports]]\nname = \"h{}\"\ndevargs = \"net_tap{i},iface={ifname}\"\nvlan_mode = \"access\"\nvlan = {}\n\n",
+            i + 1,
+            vlans[i]
+        ));
+    }
+    let config = ConfigFile::new(&toml);
+    let mut sw = Switch::start(&config.args());
+    sw.wait_ready();
+    let hosts: Vec<Netns> = ifs
+        .iter()
+        .enumerate()
+        .map(|(i, ifname)| {
+            wait_for_iface(ifname, Duration::from_secs(10));
+            let ns = Netns::new(&format!("pmdsw{id}v{}", i + 1)).without_ipv6();
+            ns.adopt(ifname, &format!("10.99.0.{}/24", i + 1));
+            ns
+        })
+        .collect();
+    for (from, to) in [(0, 1), (1, 0), (2, 3), (3, 2)] {
+        let (ok, text) = ping(&hosts[from], &format!("10.99.0.{}", to + 1), 3);
+        assert!(ok && text.contains("3 received"), "same VLAN: {text}");
+    }
+    for (from, to) in [(0, 2), (0, 3), (1, 2), (3, 1)] {
+        let (ok, text) = ping(&hosts[from], &format!("10.99.0.{}", to + 1), 2);
+        assert!(!ok && text.contains("0 received"), "across VLANs: {text}");
+    }
+    sw.signal(nix::sys::signal::Signal::SIGTERM);
+    let (done, _) = sw.wait(Duration::from_secs(30));
+    assert!(done.status.success(), "{}", done.output);
+    let stats = done.stats.expect("stats");
+    // The cross-VLAN ARP requests reached no host of the other VLAN: nothing sent to h3/h4
+    // came from h1/h2. Counted coarsely: every frame h3 got is one h4 sent, and vice versa.
+    let tx3 = port_stat(&stats, "h3", "tx_packets");
+    let rx4 = port_stat(&stats, "h4", "rx_packets");
+    assert!(
+        tx3 <= rx4,
+        "h3 got {tx3} frames, h4 (its only VLAN peer) sent {rx4}: frames crossed VLANs"
+    );
+    drop(hosts);
+}
+
+/// One marked frame a test sends from a kernel interface, to be found again on others.
+fn marked(dst: [u8; 6], src: [u8; 6], tag: u16) -> Vec<u8> {
+    frame(dst, src, 100, 0x7000 + tag)
+}
+
+/// The frames in `got` that are `want_untagged` once any 802.1Q tag is taken out, returned as
+/// they were on the wire (tag included): the test's marked frames among the kernel's chatter.
+fn find(got: &[Vec<u8>], want_untagged: &[u8]) -> Vec<Vec<u8>> {
+    got.iter()
+        .filter(|g| {
+            let inner: Vec<u8> = if g.len() >= 18 && g[12..14] == [0x81, 0x00] {
+                [&g[..12], &g[16..]].concat()
+            } else {
+                g.to_vec()
+            };
+            inner == want_untagged
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_trunk_tap_gets_both_vlans_tagged_and_its_native_vlan_untagged() {
+    let id = std::process::id() % 100_000;
+    let names = ["a10", "a20", "a30", "a40", "tr"];
+    let ifs: Vec<String> = names.iter().map(|n| format!("pet{id}{n}")).collect();
+    let modes = [
+        "vlan_mode = \"access\"\nvlan = 10".to_owned(),
+        "vlan_mode = \"access\"\nvlan = 20".to_owned(),
+        "vlan_mode = \"access\"\nvlan = 30".to_owned(),
+        "vlan_mode = \"access\"\nvlan = 40".to_owned(),
+        "vlan_mode = \"trunk\"\ntrunks = [10, 20, 30]\nnative_vlan = 30".to_owned(),
+    ];
+    let mut toml = String::new();
+    for (i, ((name, ifname), mode)) in names.iter().zip(&ifs).zip(&modes).enumerate() {
+        toml.push_str(&format!(
+            "[[ports]]\nname = \"{name}\"\ndevargs = \"net_tap{i},iface={ifname}\"\n{mode}\n\n"
+        ));
+    }
+    let config = ConfigFile::new(&toml);
+    let mut sw = Switch::start(&config.args());
+    sw.wait_ready();
+    // Each tap's kernel side in a namespace of its own, up, without IPv6 (quiet).
+    let nss: Vec<Netns> = names
+        .iter()
+        .zip(&ifs)
+        .map(|(n, ifname)| {
+            wait_for_iface(ifname, Duration::from_secs(10));
+            let ns = Netns::new(&format!("pmdsw{id}{n}")).without_ipv6();
+            sh(&format!("ip link set {ifname} netns {}", ns.name));
+            sh(&ns.exec(&format!("ip link set {ifname} up")));
+            ns
+        })
+        .collect();
+    let tr = 4;
+
+    // Access to trunk: one broadcast from each access VLAN.
+    let from_access: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| marked(BROADCAST, mac(0x60 + i), u16::from(i)))
+        .collect();
+    let cap = RawCapture::start(Some(&nss[tr]), &ifs[tr], 2.0);
+    for i in 0..4 {
+        raw_send(Some(&nss[i]), &ifs[i], 1, 0, &[from_access[i].clone()]);
+    }
+    let got = cap.frames();
+    assert_eq!(
+        describe(&find(&got, &from_access[0])),
+        describe(&[tagged(&from_access[0], 0, 10)]),
+        "VLAN 10 reaches the trunk tagged; it got {:?}",
+        describe(&got)
+    );
+    assert_eq!(
+        describe(&find(&got, &from_access[1])),
+        describe(&[tagged(&from_access[1], 0, 20)]),
+        "VLAN 20 reaches the trunk tagged; it got {:?}",
+        describe(&got)
+    );
+    assert_eq!(
+        describe(&find(&got, &from_access[2])),
+        describe(std::slice::from_ref(&from_access[2])),
+        "the native VLAN 30 reaches the trunk untagged; it got {:?}",
+        describe(&got)
+    );
+    assert_eq!(
+        describe(&find(&got, &from_access[3])),
+        Vec::<String>::new(),
+        "VLAN 40 is not on the trunk; it got {:?}",
+        describe(&got)
+    );
+
+    // Trunk to access: VID 10 PCP 5, VID 20, VID 40 (not carried), untagged (native 30).
+    let x = mac(0x6f);
+    let t10 = marked(BROADCAST, x, 10);
+    let t20 = marked(BROADCAST, x, 20);
+    let t40 = marked(BROADCAST, x, 40);
+    let t30 = marked(BROADCAST, x, 30);
+    let caps: Vec<RawCapture> = (0..4)
+        .map(|i| RawCapture::start(Some(&nss[i]), &ifs[i], 2.0))
+        .collect();
+    raw_send(
+        Some(&nss[tr]),
+        &ifs[tr],
+        4,
+        0,
+        &[
+            tagged(&t10, 5, 10),
+            tagged(&t20, 0, 20),
+            tagged(&t40, 0, 40),
+            t30.clone(),
+        ],
+    );
+    let got: Vec<Vec<Vec<u8>>> = caps.into_iter().map(RawCapture::frames).collect();
+    let want = [&t10, &t20, &t30];
+    for (i, g) in got.iter().enumerate() {
+        for (j, w) in want.iter().enumerate() {
+            let n = find(g, w).len();
+            let expect = usize::from(i == j);
+            assert_eq!(
+                n,
+                expect,
+                "{}: frame of VLAN {} seen {n} times; it got {:?}",
+                names[i],
+                [10, 20, 30][j],
+                describe(g)
+            );
+        }
+        assert_eq!(
+            find(g, &t40).len(),
+            0,
+            "{}: VLAN 40 came in on a trunk that does not carry it",
+            names[i]
+        );
+        for w in find(g, &t10)
+            .iter()
+            .chain(&find(g, &t20))
+            .chain(&find(g, &t30))
+        {
+            assert_eq!(
+                w[12..14],
+                [0x88, 0xb5],
+                "{}: untagged at the access port",
+                names[i]
+            );
+        }
+    }
+    sw.signal(nix::sys::signal::Signal::SIGTERM);
+    let (done, _) = sw.wait(Duration::from_secs(30));
+    assert!(done.status.success(), "{}", done.output);
+    let stats = done.stats.expect("stats");
+    assert!(
+        stats["drops"]["ingress_vlan_filter"].as_u64().unwrap_or(0) >= 1,
+        "VID 40 on the trunk counted: {}",
+        stats["drops"]
+    );
+    drop(nss);
+}
