@@ -132,3 +132,87 @@ fn one_lcore_leaves_no_worker() {
         "{err}"
     );
 }
+
+/// A config with ports `a` (net_null0) and `b` (net_null1), each with its extra lines, after
+/// `head`; asserts it stops start-up with status 2 and a message holding every one of `needles`.
+fn refused(head: &str, a: &str, b: &str, needles: &[&str]) {
+    let text = format!(
+        "{head}\n[[ports]]\nname = \"vm-a\"\ndevargs = \"net_null0\"\n{a}\n\n\
+         [[ports]]\nname = \"vm-b\"\ndevargs = \"net_null1\"\n{b}\n"
+    );
+    let (code, err) = run_with(Some(&text), &[]);
+    assert_eq!(code, 2, "config:\n{text}\nstderr:\n{err}");
+    for n in needles {
+        assert!(
+            err.contains(n),
+            "no {n:?} in the message for:\n{text}\nstderr:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn vlan_0_and_4095_are_not_access_vlans() {
+    for vid in [0, 4095] {
+        refused(
+            "",
+            "",
+            &format!("vlan_mode = \"access\"\nvlan = {vid}"),
+            &["vm-b", "vlan", &vid.to_string()],
+        );
+    }
+}
+
+#[test]
+fn a_trunk_list_with_a_duplicate_is_refused() {
+    refused(
+        "",
+        "vlan_mode = \"trunk\"\ntrunks = [10, 20, 10]",
+        "",
+        &["vm-a", "trunks", "10"],
+    );
+}
+
+#[test]
+fn trunk_vlans_out_of_range_are_refused() {
+    refused(
+        "",
+        "vlan_mode = \"trunk\"\ntrunks = [10, 4095]",
+        "",
+        &["vm-a", "trunks", "4095"],
+    );
+}
+
+#[test]
+fn two_uplinks_are_refused() {
+    refused(
+        "[bridge]\nmode = \"vepa\"\n",
+        "role = \"uplink\"",
+        "role = \"uplink\"",
+        &["uplink", "vm-a", "vm-b"],
+    );
+}
+
+#[test]
+fn vepa_without_an_uplink_is_refused() {
+    refused("[bridge]\nmode = \"vepa\"\n", "", "", &["vepa", "uplink"]);
+}
+
+#[test]
+fn an_uplink_that_is_not_a_port_is_refused() {
+    refused(
+        "[bridge]\nmode = \"vepa\"\nuplink = \"nosuch\"\n",
+        "",
+        "",
+        &["uplink", "nosuch"],
+    );
+}
+
+#[test]
+fn an_unknown_vlan_mode_names_the_choices() {
+    refused(
+        "",
+        "vlan_mode = \"hybrid\"",
+        "",
+        &["vlan_mode", "hybrid", "access", "trunk"],
+    );
+}
