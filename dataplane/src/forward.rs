@@ -309,6 +309,24 @@ impl Default for Ingress {
     }
 }
 
+/// What the decision reads about the port a burst came in on: looked up once per burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressCtx {
+    port: u16,
+    bit: u64,
+    enabled: bool,
+    vepa: bool,
+    ing: Ingress,
+}
+
+impl IngressCtx {
+    /// The port id.
+    #[inline(always)]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
 /// Rate checks the decision asks of the worker that owns the meters (DPDK's rte_meter there;
 /// plain counters in tests). Asked only for ports configured with the limit.
 pub trait Limits {
@@ -532,6 +550,18 @@ impl BridgeView {
         &self.ingress[usize::from(port) & (MAX_BRIDGE_PORTS - 1)]
     }
 
+    /// The facts about `port` every frame of a burst from it needs.
+    #[inline(always)]
+    pub fn ingress_ctx(&self, port: u16) -> IngressCtx {
+        IngressCtx {
+            port,
+            bit: bit(port),
+            enabled: self.is_enabled(port),
+            vepa: self.mode == BridgeMode::Vepa,
+            ing: *self.ingress(port),
+        }
+    }
+
     /// True when `port` takes BPDUs as a reason to shut itself down.
     pub fn shuts_down_on_bpdu(&self, port: u16) -> bool {
         self.policy(port).is_some_and(|p| p.bpdu_guard_shutdown)
@@ -548,6 +578,9 @@ pub struct Prepared {
     tci: Option<Tci>,
     /// The frame's VLAN (NO_VLAN: not admitted on its port).
     vlan: u16,
+    /// How it is on the wire: FORM_UNTAGGED, FORM_TAGGED (tag with the bridge's VID) or
+    /// FORM_OTHER_TAG (a priority tag, to be rewritten or removed on the way out).
+    form: u8,
     dst: u64,
     src: u64,
     src_key: FdbKey,
@@ -561,6 +594,7 @@ impl Default for Prepared {
             header_len: 0,
             tci: None,
             vlan: NO_VLAN,
+            form: FORM_UNTAGGED,
             dst: 0,
             src: 0,
             src_key: FdbKey::default(),
@@ -583,6 +617,13 @@ impl Prepared {
         (self.vlan != NO_VLAN).then_some(self.vlan)
     }
 
+    /// How the frame is on the wire: FORM_UNTAGGED, FORM_TAGGED (tagged with its VLAN's VID)
+    /// or FORM_OTHER_TAG (priority-tagged).
+    #[inline(always)]
+    pub fn form(&self) -> u8 {
+        self.form
+    }
+
     /// The source address, in the low 48 bits.
     #[inline(always)]
     pub fn src(&self) -> u64 {
@@ -595,6 +636,13 @@ impl Prepared {
         self.tci.map_or(0, |t| t.pcp())
     }
 }
+
+/// A frame without a VLAN tag.
+pub const FORM_UNTAGGED: u8 = 0;
+/// A frame tagged with its VLAN's VID: as it should leave a tagged port.
+pub const FORM_TAGGED: u8 = 1;
+/// A frame with a tag of another VID (a priority tag): rewritten or removed on the way out.
+pub const FORM_OTHER_TAG: u8 = 2;
 
 /// The I/G bit of a MAC held in the low 48 bits of an integer.
 #[inline(always)]
@@ -620,7 +668,7 @@ fn be16(b: &[u8], at: usize) -> u16 {
 /// Parses the frame's layer-2 header (as [`L2Header::parse`] does), puts it in its VLAN as
 /// ingress port `ingress` classifies it, and hashes (and prefetches) the table keys it needs.
 #[inline(always)]
-pub fn prepare(frame: &[u8], ingress: u16, bridge: &BridgeView, fdb: &Fdb) -> Prepared {
+pub fn prepare(frame: &[u8], ctx: &IngressCtx, bridge: &BridgeView, fdb: &Fdb) -> Prepared {
     let mut p = Prepared::default();
     let (Some(w0), Some(w1)) = (frame.get(0..8), frame.get(4..12)) else {
         return p;
@@ -646,16 +694,16 @@ pub fn prepare(frame: &[u8], ingress: u16, bridge: &BridgeView, fdb: &Fdb) -> Pr
     p.header_len = off as u16;
     p.dst = u64::from_be_bytes(w0.try_into().unwrap_or([0; 8])) >> 16;
     p.src = u64::from_be_bytes(w1.try_into().unwrap_or([0; 8])) & 0xffff_ffff_ffff;
-    let ing = bridge.ingress(ingress);
-    p.vlan = match p.tci {
+    (p.vlan, p.form) = match p.tci {
+        None => (ctx.ing.pvid, FORM_UNTAGGED),
         Some(t) if t.vid() != 0 => {
-            if ing.access || bridge.members(t.vid()) & bit(ingress) == 0 {
-                NO_VLAN
+            if ctx.ing.access || bridge.members(t.vid()) & ctx.bit == 0 {
+                (NO_VLAN, FORM_TAGGED)
             } else {
-                t.vid()
+                (t.vid(), FORM_TAGGED)
             }
         }
-        _ => ing.pvid,
+        Some(_) => (ctx.ing.pvid, FORM_OTHER_TAG),
     };
     let vlan = p.vlan & 0x0fff;
     p.src_key = fdb.key_raw(vlan, p.src);
@@ -682,15 +730,16 @@ pub fn decide(
     limits: &mut impl Limits,
     now: u32,
 ) -> Verdict {
-    let p = prepare(frame, ingress, bridge, fdb);
-    decide_prepared(ingress, &p, pkt_len, nb_segs, bridge, fdb, limits, now)
+    let ctx = bridge.ingress_ctx(ingress);
+    let p = prepare(frame, &ctx, bridge, fdb);
+    decide_prepared(&ctx, &p, pkt_len, nb_segs, bridge, fdb, limits, now)
 }
 
 /// [`decide`] for a frame [`prepare`]d earlier.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn decide_prepared(
-    ingress: u16,
+    ctx: &IngressCtx,
     p: &Prepared,
     pkt_len: u32,
     nb_segs: u16,
@@ -703,7 +752,8 @@ pub fn decide_prepared(
         action: Action::Drop(r),
         learn: None,
     };
-    if !bridge.is_enabled(ingress) {
+    let ingress = ctx.port;
+    if !ctx.enabled {
         return drop(DropReason::PortDisabled);
     }
     if nb_segs != 1 {
@@ -714,7 +764,7 @@ pub fn decide_prepared(
         Err(ParseError::Runt) => return drop(DropReason::Runt),
         Err(ParseError::TruncatedVlan) => return drop(DropReason::TruncatedVlan),
     }
-    let ing = bridge.ingress(ingress);
+    let ing = &ctx.ing;
     if p.vlan == NO_VLAN {
         let tagged = p.tci.is_some_and(|t| t.vid() != 0);
         return drop(if tagged && ing.access {
@@ -744,7 +794,7 @@ pub fn decide_prepared(
             return drop(DropReason::IngressPolicing);
         }
     }
-    let vepa = bridge.mode == BridgeMode::Vepa;
+    let vepa = ctx.vepa;
     // A VEPA never learns from its uplink: reflected frames carry local sources, and every
     // frame of a local port goes to the uplink whatever the table says.
     let learn = if vepa && ing.uplink {
@@ -1037,7 +1087,8 @@ mod tests {
                     f[16..18].copy_from_slice(&[0x88, 0xa8]);
                 }
             }
-            let p = prepare(&f, 0, &bridge(), &fdb);
+            let b = bridge();
+            let p = prepare(&f, &b.ingress_ctx(0), &b, &fdb);
             match L2Header::parse(&f) {
                 Ok(h) => {
                     assert_eq!(p.status, Ok(()));

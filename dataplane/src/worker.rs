@@ -17,7 +17,7 @@ use crate::dpdk::{
 use crate::fdb::{Fdb, Learn};
 use crate::forward::{
     decide_prepared, mask_ports, prepare, Action, BridgeView, DropReason, FloodKind, Limits,
-    Prepared, RateLimit,
+    Prepared, RateLimit, FORM_TAGGED, FORM_UNTAGGED,
 };
 use crate::packet::ethertype;
 use crate::sample::{SampleRecord, SampledOutput, Sampler};
@@ -184,10 +184,21 @@ struct Egress {
     batches: Vec<TxBatch>,
     dirty: u64,
     meters: Vec<Option<RateMeter>>,
+    /// Ports with an egress meter, one bit each.
+    metered: u64,
     now: u64,
 }
 
 impl Egress {
+    fn set_meters(&mut self, meters: Vec<Option<RateMeter>>) {
+        self.metered = meters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_some())
+            .fold(0, |acc, (i, _)| acc | 1 << i);
+        self.meters = meters;
+    }
+
     #[inline(always)]
     fn push(&mut self, port: u16, m: Mbuf, c: &mut Counters) {
         let p = usize::from(port);
@@ -195,11 +206,13 @@ impl Egress {
             c.drop_one(DropReason::NoEgressPort);
             return;
         }
-        if let Some(meter) = self.meters[p].as_mut() {
-            if !meter.conform(self.now, m.pkt_len()) {
-                c.drop_one(DropReason::EgressRateLimit);
-                c.port_add(p, PortCounter::TxDropped, 1);
-                return;
+        if self.metered & (1 << p) != 0 {
+            if let Some(meter) = self.meters[p].as_mut() {
+                if !meter.conform(self.now, m.pkt_len()) {
+                    c.drop_one(DropReason::EgressRateLimit);
+                    c.port_add(p, PortCounter::TxDropped, 1);
+                    return;
+                }
             }
         }
         if self.batches[p].is_full() {
@@ -363,9 +376,11 @@ impl Worker {
             tx,
             batches: (0..MAX_PORTS).map(|_| TxBatch::new()).collect(),
             dirty: 0,
-            meters: egress_meters,
+            meters: Vec::new(),
+            metered: 0,
             now: 0,
         };
+        egress.set_meters(egress_meters);
         let mut c = Counters::default();
         let mut cycles = cycles_histogram();
         let mut burst = Burst::new();
@@ -379,7 +394,7 @@ impl Worker {
                 view = Arc::clone(&published);
                 let (m, e) = build_meters(&view, &my_queues);
                 limits = m;
-                egress.meters = e;
+                egress.set_meters(e);
             }
             let now = fdb.now();
             for q in rx.iter_mut() {
@@ -394,6 +409,7 @@ impl Worker {
                 egress.now = mark;
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
+                let ctx = view.ingress_ctx(ingress);
                 // Bring every frame's first line in, then work as a pipeline: parse frame
                 // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
                 // the bucket loads overlap without flooding the CPU with outstanding misses.
@@ -402,7 +418,7 @@ impl Worker {
                     m.prefetch_data();
                 }
                 for (m, p) in pkts.iter().zip(prepared.iter_mut()).take(LOOKAHEAD) {
-                    *p = prepare(m.data(), ingress, &view, &fdb);
+                    *p = prepare(m.data(), &ctx, &view, &fdb);
                 }
                 let mut bytes = 0u64;
                 // Which frames of this burst sFlow samples: usually none, found with one compare.
@@ -418,13 +434,13 @@ impl Worker {
                 let mut i = 0;
                 while let Some(m) = pkts.next() {
                     if let Some(ahead) = pkts.ahead(LOOKAHEAD - 1) {
-                        prepared[i + LOOKAHEAD] = prepare(ahead.data(), ingress, &view, &fdb);
+                        prepared[i + LOOKAHEAD] = prepare(ahead.data(), &ctx, &view, &fdb);
                     }
                     let p = &prepared[i];
                     i += 1;
                     bytes += u64::from(m.pkt_len());
                     let v = decide_prepared(
-                        ingress,
+                        &ctx,
                         p,
                         m.pkt_len(),
                         m.nb_segs(),
@@ -485,18 +501,15 @@ impl Worker {
                         }
                     }
                     let vlan = p.vlan().unwrap_or(0);
-                    let tagged = p.tag().is_some();
-                    // Already as it should leave a tagged port: tagged with the bridge's VID.
-                    let as_tagged = tagged && p.tag().is_some_and(|t| t.vid() == vlan);
                     match v.action {
                         Action::Unicast(out) => {
                             c.add(WorkerCounter::Unicast, 1);
                             let want_tag = view.egress_tagged(vlan, out);
-                            if want_tag == as_tagged && want_tag == tagged {
+                            if p.form() == u8::from(want_tag) {
                                 egress.push(out, m, &mut c);
                             } else {
                                 let want = want_tag.then(|| tci_for(p, vlan));
-                                match into_wire(&pool, m, tagged, want) {
+                                match into_wire(&pool, m, p.form() != FORM_UNTAGGED, want) {
                                     Some(m) => egress.push(out, m, &mut c),
                                     None => c.drop_one(DropReason::TxFull),
                                 }
@@ -507,9 +520,9 @@ impl Worker {
                             c.add(WorkerCounter::FloodCopies, u64::from(mask.count_ones()));
                             let untagged = mask & view.untagged(vlan);
                             let tagged_out = mask & !untagged;
-                            if tagged_out == 0 && !tagged {
+                            if tagged_out == 0 && p.form() == FORM_UNTAGGED {
                                 egress.push_all(untagged, m, &mut c);
-                            } else if untagged == 0 && as_tagged {
+                            } else if untagged == 0 && p.form() == FORM_TAGGED {
                                 egress.push_all(tagged_out, m, &mut c);
                             } else {
                                 self::flood_mixed(
