@@ -7,7 +7,8 @@ between port pairs (after learning: all unicast), for:
   - dpdk-testpmd --forward-mode=io (the ceiling of one forwarding core: no table at all),
   - Open vSwitch with DPDK (datapath_type=netdev, NORMAL action, MAC learning; its PMD on the
     same core), when openvswitch-switch-dpdk is installed (scripts/setup.sh --bench),
-in five setups: 2 ports x 1K MACs (also with sFlow sampling 1-in-256, to show its cost), 4 ports
+in six setups: 2 ports x 1K MACs (also with sFlow sampling 1-in-256, and with every frame tagged
+on two 802.1Q trunks, to show their cost), 4 ports
 x 1K MACs, 2 ports x 64K MACs (128K learned), and 2 ports x 1K MACs with 1M more entries
 learned first. Each figure is the median of --runs
 alternating runs, measured over the steady state. Also: iperf3 TCP between two namespaces on
@@ -61,12 +62,17 @@ def write_pcap(path, frames):
             f.write(fr)
 
 
-def make_pcaps(tmp, nports, macs, size=60):
-    """Port p sends from its MAC i to MAC i of its partner p^1: all unicast once learned."""
+def make_pcaps(tmp, nports, macs, size=60, vlans=False):
+    """Port p sends from its MAC i to MAC i of its partner p^1: all unicast once learned.
+    With vlans, every frame carries an 802.1Q tag: VLAN 10 for even i, 20 for odd i."""
     pad = b"\x08\x00" + bytes(size)
+
+    def tag(i):
+        return b"\x81\x00" + struct.pack(">H", 10 if i % 2 == 0 else 20) if vlans else b""
+
     paths = []
     for p in range(nports):
-        frames = [(mac(p ^ 1, i) + mac(p, i) + pad)[:size] for i in range(macs)]
+        frames = [(mac(p ^ 1, i) + mac(p, i) + tag(i) + pad)[:size] for i in range(macs)]
         path = os.path.join(tmp, f"port{p}.pcap")
         write_pcap(path, frames)
         paths.append(path)
@@ -94,13 +100,14 @@ def proc_status(pid):
     return out
 
 
-def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0):
+def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0, vlans=False):
     """Steady-state Mpps from the last full one-second log interval; also memory and the fdb."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "bench.toml")
         with open(cfg, "w") as f:
             for i, p in enumerate(pcaps):
-                f.write(f'[[ports]]\nname = "p{i}"\ndevargs = "net_pcap{i},rx_pcap={p},infinite_rx=1"\n\n')
+                f.write(f'[[ports]]\nname = "p{i}"\ndevargs = "net_pcap{i},rx_pcap={p},infinite_rx=1"\n')
+                f.write('vlan_mode = "trunk"\ntrunks = [10, 20]\n\n' if vlans else "\n")
             if warm:
                 n = len(pcaps)
                 f.write(f'[[ports]]\nname = "warm"\ndevargs = "net_pcap{n},rx_pcap={warm}"\n\n')
@@ -297,12 +304,13 @@ def chart(rows, path):
 
 
 SETUPS = [
-    # (label, ports, MACs per port, entries learned before, sFlow 1-in-N)
-    ("2 ports x 1K MACs", 2, 1024, 0, 0),
-    ("2 ports x 1K MACs, sFlow 1-in-256", 2, 1024, 0, 256),
-    ("4 ports x 1K MACs", 4, 1024, 0, 0),
-    ("2 ports x 64K MACs", 2, 65536, 0, 0),
-    ("2 ports x 1K MACs, 1M pre-learned", 2, 1024, 1_000_000, 0),
+    # (label, ports, MACs per port, entries learned before, sFlow 1-in-N, VLAN trunks)
+    ("2 ports x 1K MACs", 2, 1024, 0, 0, False),
+    ("2 ports x 1K MACs, sFlow 1-in-256", 2, 1024, 0, 256, False),
+    ("2 x 1K MACs, VLAN trunks 10+20", 2, 1024, 0, 0, True),
+    ("4 ports x 1K MACs", 4, 1024, 0, 0, False),
+    ("2 ports x 64K MACs", 2, 65536, 0, 0, False),
+    ("2 ports x 1K MACs, 1M pre-learned", 2, 1024, 1_000_000, 0, False),
 ]
 
 
@@ -326,15 +334,17 @@ def main():
             print("  (OVS-DPDK not installed: scripts/setup.sh --bench installs it)", file=sys.stderr)
         try:
             base_testpmd = base_ovs = base_sw = None
-            for label, nports, macs, prelearn, sflow_rate in SETUPS[: a.setups]:
+            for label, nports, macs, prelearn, sflow_rate, vlans in SETUPS[: a.setups]:
+                # Variants of 2 x 1K (sampling, VLANs, a full table) are set against its peers.
+                variant = bool(prelearn or sflow_rate or vlans)
                 with tempfile.TemporaryDirectory() as tmp:
-                    pcaps = make_pcaps(tmp, nports, macs)
+                    pcaps = make_pcaps(tmp, nports, macs, vlans=vlans)
                     warm = make_warm_pcap(tmp, prelearn) if prelearn else None
                     capacity = max(65536, 2 * (nports * macs + prelearn))
                     sw, tp, ov = [], [], []
                     for r in range(a.runs):
-                        sw.append(pmdswitch_rate(pcaps, a.secs + (2 if warm else 0), capacity, warm, sflow_rate))
-                        if not prelearn and not sflow_rate:
+                        sw.append(pmdswitch_rate(pcaps, a.secs + (2 if warm else 0), capacity, warm, sflow_rate, vlans))
+                        if not variant:
                             tp.append(testpmd_rate(pcaps, a.secs))
                             if have_ovs:
                                 ov.append(ovs.rate(pcaps, a.secs, macs))
@@ -356,15 +366,18 @@ def main():
                         "ovs_dpdk": med(ov, "mpps") if ov else None,
                         "ovs_cycles_per_packet": med(ov, "cycles_per_packet") if ov else None,
                     }
-                    if nports == 2 and macs == 1024 and not prelearn and not sflow_rate:
+                    if nports == 2 and macs == 1024 and not variant:
                         base_testpmd, base_ovs, base_sw = row["testpmd_io"], row["ovs_dpdk"], row["pmdswitch"]
-                    if prelearn or sflow_rate:
+                    if variant:
                         # Same devices and frames as 2 x 1K: the peers' figures are that run's.
                         row["testpmd_io"], row["ovs_dpdk"] = base_testpmd, (base_ovs if sflow_rate else None)
                         row["note"] = "peer figures from the 2 x 1K setup"
                     if sflow_rate and base_sw:
                         row["sampling_cost"] = 1 - row["pmdswitch"] / base_sw
                         print(f"  sFlow 1-in-{sflow_rate} costs {100 * row['sampling_cost']:.1f}% of the unsampled rate", file=sys.stderr)
+                    if vlans and base_sw:
+                        row["vlan_cost"] = 1 - row["pmdswitch"] / base_sw
+                        print(f"  VLAN trunks cost {100 * row['vlan_cost']:.1f}% of the untagged rate", file=sys.stderr)
                     rows.append(row)
         finally:
             ovs.stop()

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use dataplane::forward::{BridgeMode, PortPolicy, RateLimit, StormLimits, VlanMode, MAX_VLAN};
+use dataplane::packet::MacAddr;
 use serde::Deserialize;
 
 use crate::sflow::encode::DEFAULT_COLLECTOR_PORT as SFLOW_PORT;
@@ -64,6 +66,47 @@ struct FileModel {
     #[serde(default)]
     bridge: BridgeModel,
     sflow: Option<SflowModel>,
+    #[serde(default)]
+    fdb: Vec<FdbModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FdbModel {
+    port: String,
+    #[serde(default)]
+    vlan: u16,
+    mac: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum VlanModeModel {
+    Access,
+    Trunk,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RoleModel {
+    Vm,
+    Uplink,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ModeModel {
+    #[default]
+    Veb,
+    Vepa,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StormModel {
+    broadcast_pps: Option<u64>,
+    multicast_pps: Option<u64>,
+    unknown_unicast_pps: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,7 +121,7 @@ struct SflowModel {
     max_datagram: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PortModel {
     name: String,
@@ -88,6 +131,21 @@ struct PortModel {
     tx_desc: Option<u16>,
     sampling_rate: Option<u32>,
     if_index: Option<u32>,
+    // The edge features: VLANs, role, port security, storm control, policing.
+    vlan_mode: Option<VlanModeModel>,
+    vlan: Option<u16>,
+    trunks: Option<Vec<u16>>,
+    native_vlan: Option<u16>,
+    role: Option<RoleModel>,
+    allowed_macs: Option<Vec<String>>,
+    max_macs: Option<u32>,
+    bpdu_guard: Option<bool>,
+    bpdu_guard_shutdown: Option<bool>,
+    storm_control: Option<StormModel>,
+    ingress_policing_rate: Option<u64>,
+    ingress_policing_burst: Option<u64>,
+    egress_rate: Option<u64>,
+    egress_burst: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +155,11 @@ struct BridgeModel {
     fdb_aging_secs: u32,
     mtu: u32,
     mbufs: Option<u32>,
+    mode: ModeModel,
+    uplink: Option<String>,
+    mac_flap_moves: u32,
+    mac_flap_window_secs: u32,
+    mac_flap_hold_secs: u32,
 }
 
 impl Default for BridgeModel {
@@ -106,6 +169,11 @@ impl Default for BridgeModel {
             fdb_aging_secs: 300,
             mtu: 1500,
             mbufs: None,
+            mode: ModeModel::Veb,
+            uplink: None,
+            mac_flap_moves: 4,
+            mac_flap_window_secs: 10,
+            mac_flap_hold_secs: 60,
         }
     }
 }
@@ -127,6 +195,8 @@ pub struct PortSpec {
     pub sampling_rate: Option<u32>,
     /// The port's interface index in sFlow (default: its position in the configuration, from 1).
     pub if_index: u32,
+    /// VLANs, role, port security, storm control and policing.
+    pub policy: PortPolicy,
     /// Where the port was defined, for messages.
     pub origin: String,
 }
@@ -153,6 +223,26 @@ pub struct BridgeSpec {
     pub mtu: u32,
     /// Mbuf pool size; None sizes it from the ports.
     pub mbufs: Option<u32>,
+    /// VEB or VEPA.
+    pub mode: BridgeMode,
+    /// MAC flap damping: this many moves of one address within `mac_flap_window_secs` hold it
+    /// on its first port for `mac_flap_hold_secs` (0 moves: off).
+    pub mac_flap_moves: u32,
+    /// See `mac_flap_moves`.
+    pub mac_flap_window_secs: u32,
+    /// See `mac_flap_moves`.
+    pub mac_flap_hold_secs: u32,
+}
+
+/// A static MAC table entry: never aged, never moved by learning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEntry {
+    /// The port's name.
+    pub port: String,
+    /// VLAN (0: the untagged domain of VLAN-unaware ports).
+    pub vlan: u16,
+    /// The address.
+    pub mac: MacAddr,
 }
 
 /// A validated configuration.
@@ -164,6 +254,8 @@ pub struct Config {
     pub bridge: BridgeSpec,
     /// sFlow export, when configured.
     pub sflow: Option<SflowSpec>,
+    /// Static MAC table entries.
+    pub fdb: Vec<StaticEntry>,
 }
 
 /// sFlow agent settings.
@@ -288,6 +380,31 @@ impl Config {
                 .mbufs
                 .map(|n| check_range(origin, "bridge.mbufs", n, MBUFS_RANGE, "the mbuf pool size"))
                 .transpose()?,
+            mode: match b.mode {
+                ModeModel::Veb => BridgeMode::Veb,
+                ModeModel::Vepa => BridgeMode::Vepa,
+            },
+            mac_flap_moves: check_range(
+                origin,
+                "bridge.mac_flap_moves",
+                b.mac_flap_moves,
+                0..=1000,
+                "moves within the window that hold a flapping address (0: off)",
+            )?,
+            mac_flap_window_secs: check_range(
+                origin,
+                "bridge.mac_flap_window_secs",
+                b.mac_flap_window_secs,
+                1..=3600,
+                "the flap detection window in seconds",
+            )?,
+            mac_flap_hold_secs: check_range(
+                origin,
+                "bridge.mac_flap_hold_secs",
+                b.mac_flap_hold_secs,
+                1..=86_400,
+                "seconds a flapping address is held on its first port",
+            )?,
         };
 
         let mut ports = Vec::new();
@@ -307,11 +424,7 @@ impl Config {
             let p = PortModel {
                 name: name.trim().to_owned(),
                 devargs: devargs.trim().to_owned(),
-                rx_queues: None,
-                rx_desc: None,
-                tx_desc: None,
-                sampling_rate: None,
-                if_index: None,
+                ..PortModel::default()
             };
             let position = ports.len();
             ports.push(Self::port(&flag_origin, "--port", p, position)?);
@@ -370,12 +483,102 @@ impl Config {
                 ));
             }
         }
+        Self::uplink(origin, &model.bridge, &mut ports, bridge.mode)?;
+        let fdb = Self::static_fdb(origin, &model.fdb, &ports)?;
         let sflow = model.sflow.map(|m| Self::sflow(origin, m)).transpose()?;
         Ok(Config {
             ports,
             bridge,
             sflow,
+            fdb,
         })
+    }
+
+    /// One uplink at most, named by `[bridge] uplink` or a port's `role = "uplink"`; VEPA
+    /// needs one.
+    fn uplink(
+        origin: &str,
+        b: &BridgeModel,
+        ports: &mut [PortSpec],
+        mode: BridgeMode,
+    ) -> Result<(), ConfigError> {
+        if let Some(name) = &b.uplink {
+            let Some(p) = ports.iter_mut().find(|p| &p.name == name) else {
+                let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
+                return Err(invalid(
+                    origin,
+                    "bridge.uplink",
+                    format!("{name:?} is not a port; the ports are {names:?}"),
+                ));
+            };
+            p.policy.uplink = true;
+        }
+        let uplinks: Vec<&PortSpec> = ports.iter().filter(|p| p.policy.uplink).collect();
+        if uplinks.len() > 1 {
+            return Err(invalid(
+                &uplinks[1].origin,
+                "role",
+                format!(
+                    "port {:?} is an uplink, and so is port {:?}: a bridge has at most one uplink",
+                    uplinks[1].name, uplinks[0].name
+                ),
+            ));
+        }
+        if mode == BridgeMode::Vepa && uplinks.is_empty() {
+            return Err(invalid(
+                origin,
+                "bridge.mode",
+                "\"vepa\" sends every frame to the uplink: mark one port role = \"uplink\" (or set bridge.uplink = \"NAME\")",
+            ));
+        }
+        Ok(())
+    }
+
+    fn static_fdb(
+        origin: &str,
+        entries: &[FdbModel],
+        ports: &[PortSpec],
+    ) -> Result<Vec<StaticEntry>, ConfigError> {
+        let mut out: Vec<StaticEntry> = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let field = |f: &str| format!("fdb[{i}].{f}");
+            let Some(port) = ports.iter().find(|p| p.name == e.port) else {
+                let names: Vec<&str> = ports.iter().map(|p| p.name.as_str()).collect();
+                return Err(invalid(
+                    origin,
+                    field("port"),
+                    format!("{:?} is not a port; the ports are {names:?}", e.port),
+                ));
+            };
+            check_range(
+                origin,
+                &field("vlan"),
+                e.vlan,
+                0..=MAX_VLAN,
+                "the VLAN (0: untagged on VLAN-unaware ports)",
+            )?;
+            let mac = parse_unicast_mac(origin, &field("mac"), &e.mac)?;
+            if !carries(&port.policy.vlan, e.vlan) {
+                return Err(invalid(
+                    origin,
+                    field("vlan"),
+                    format!("port {:?} does not carry VLAN {}", port.name, e.vlan),
+                ));
+            }
+            if let Some(j) = out.iter().position(|o| o.vlan == e.vlan && o.mac == mac) {
+                return Err(invalid(
+                    origin,
+                    field("mac"),
+                    format!("{mac} in VLAN {} is already in fdb[{j}]", e.vlan),
+                ));
+            }
+            out.push(StaticEntry {
+                port: e.port.clone(),
+                vlan: e.vlan,
+                mac,
+            });
+        }
+        Ok(out)
     }
 
     fn sflow(origin: &str, m: SflowModel) -> Result<SflowSpec, ConfigError> {
@@ -521,7 +724,9 @@ impl Config {
             1..=0x00ff_ffff,
             "the sFlow interface index",
         )?;
+        let policy = Self::policy(&origin, &p.name, &p)?;
         Ok(PortSpec {
+            policy,
             name: p.name,
             devargs: p.devargs.trim().to_owned(),
             rx_queues,
@@ -530,6 +735,218 @@ impl Config {
             sampling_rate,
             if_index,
             origin,
+        })
+    }
+}
+
+/// Policing and rate limits: bits per second.
+pub const RATE_RANGE: std::ops::RangeInclusive<u64> = 8_000..=400_000_000_000;
+/// Policing and rate-limit bursts: bytes.
+pub const BURST_RANGE: std::ops::RangeInclusive<u64> = 64..=1_000_000_000;
+/// Storm-control rates: frames per second.
+pub const PPS_RANGE: std::ops::RangeInclusive<u64> = 1..=1_000_000_000;
+/// Port security's address limit.
+pub const MAX_MACS_RANGE: std::ops::RangeInclusive<u32> = 1..=16_777_216;
+
+fn parse_unicast_mac(origin: &str, field: &str, text: &str) -> Result<MacAddr, ConfigError> {
+    let mac: MacAddr = text.parse().map_err(|_| {
+        invalid(
+            origin,
+            field,
+            format!("{text:?} is not a MAC address: write six hex bytes, e.g. 02:00:00:00:00:01"),
+        )
+    })?;
+    if mac.is_multicast() {
+        return Err(invalid(
+            origin,
+            field,
+            format!("{mac} is a group address: a station's address must be unicast"),
+        ));
+    }
+    Ok(mac)
+}
+
+/// True when a port in `mode` carries `vlan` (0: the untagged domain of VLAN-unaware trunks).
+fn carries(mode: &VlanMode, vlan: u16) -> bool {
+    match mode {
+        VlanMode::Access { vlan: v } => *v == vlan,
+        VlanMode::Trunk { trunks, native } => {
+            if vlan == 0 {
+                trunks.is_empty() && native.is_none()
+            } else {
+                trunks.is_empty() || trunks.contains(&vlan) || *native == Some(vlan)
+            }
+        }
+    }
+}
+
+/// A rate limit from its two fields: the rate is required, the burst defaults to a tenth of a
+/// second at the rate (at least two full frames).
+fn rate_limit(
+    origin: &str,
+    rate_field: &str,
+    burst_field: &str,
+    rate: Option<u64>,
+    burst: Option<u64>,
+) -> Result<Option<RateLimit>, ConfigError> {
+    match (rate, burst) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(invalid(
+            origin,
+            burst_field,
+            format!("a burst without a rate: set {rate_field} (bits per second) too"),
+        )),
+        (Some(r), b) => {
+            let bits_per_sec = check_range(
+                origin,
+                rate_field,
+                r,
+                RATE_RANGE,
+                "the rate in bits per second",
+            )?;
+            let burst_bytes = match b {
+                Some(b) => check_range(origin, burst_field, b, BURST_RANGE, "the burst in bytes")?,
+                None => (bits_per_sec / 80).max(3036),
+            };
+            Ok(Some(RateLimit {
+                bits_per_sec,
+                burst_bytes,
+            }))
+        }
+    }
+}
+
+impl Config {
+    /// The port's edge features, validated: VLAN mode and ids, role, port security, storm
+    /// control, policing.
+    fn policy(origin: &str, name: &str, e: &PortModel) -> Result<PortPolicy, ConfigError> {
+        let vid = |field: &str, v: u16| {
+            check_range(
+                origin,
+                field,
+                v,
+                1..=MAX_VLAN,
+                "a VLAN id (0 and 4095 are reserved)",
+            )
+        };
+        let mode = e.vlan_mode.unwrap_or(if e.vlan.is_some() {
+            VlanModeModel::Access
+        } else {
+            VlanModeModel::Trunk
+        });
+        let vlan = match mode {
+            VlanModeModel::Access => {
+                if e.trunks.is_some() || e.native_vlan.is_some() {
+                    return Err(invalid(
+                        origin,
+                        if e.trunks.is_some() { "trunks" } else { "native_vlan" },
+                        format!("port {name:?} is an access port: trunks and native_vlan belong to vlan_mode = \"trunk\""),
+                    ));
+                }
+                let Some(v) = e.vlan else {
+                    return Err(invalid(
+                        origin,
+                        "vlan",
+                        format!("port {name:?} is an access port: set vlan = N (1 to {MAX_VLAN})"),
+                    ));
+                };
+                VlanMode::Access {
+                    vlan: vid("vlan", v)?,
+                }
+            }
+            VlanModeModel::Trunk => {
+                if e.vlan.is_some() {
+                    return Err(invalid(
+                        origin,
+                        "vlan",
+                        format!("port {name:?} is a trunk: use trunks = [..] and native_vlan, or vlan_mode = \"access\" with vlan"),
+                    ));
+                }
+                let trunks = e.trunks.clone().unwrap_or_default();
+                let mut seen = std::collections::HashSet::new();
+                for (i, &t) in trunks.iter().enumerate() {
+                    vid(&format!("trunks[{i}]"), t)?;
+                    if !seen.insert(t) {
+                        return Err(invalid(
+                            origin,
+                            format!("trunks[{i}]"),
+                            format!("VLAN {t} is listed twice in port {name:?}'s trunks"),
+                        ));
+                    }
+                }
+                let native = e.native_vlan.map(|n| vid("native_vlan", n)).transpose()?;
+                VlanMode::Trunk { trunks, native }
+            }
+        };
+        let mut allowed_macs = Vec::new();
+        for (i, m) in e.allowed_macs.iter().flatten().enumerate() {
+            allowed_macs.push(parse_unicast_mac(origin, &format!("allowed_macs[{i}]"), m)?);
+        }
+        if e.allowed_macs.as_ref().is_some_and(|a| a.is_empty()) {
+            return Err(invalid(
+                origin,
+                "allowed_macs",
+                format!("an empty list would drop everything port {name:?} sends: list its addresses, or leave the field out"),
+            ));
+        }
+        let max_macs = e
+            .max_macs
+            .map(|n| {
+                check_range(
+                    origin,
+                    "max_macs",
+                    n,
+                    MAX_MACS_RANGE,
+                    "the most addresses learned on the port",
+                )
+            })
+            .transpose()?;
+        let bpdu_guard = e.bpdu_guard.unwrap_or(false);
+        let bpdu_guard_shutdown = e.bpdu_guard_shutdown.unwrap_or(false);
+        if bpdu_guard_shutdown && !bpdu_guard {
+            return Err(invalid(
+                origin,
+                "bpdu_guard_shutdown",
+                format!("port {name:?}: shutting down on a BPDU needs bpdu_guard = true"),
+            ));
+        }
+        let pps = |field: &str, v: Option<u64>| {
+            v.map(|n| check_range(origin, field, n, PPS_RANGE, "frames per second"))
+                .transpose()
+        };
+        let storm = match &e.storm_control {
+            Some(s) => StormLimits {
+                broadcast_pps: pps("storm_control.broadcast_pps", s.broadcast_pps)?,
+                multicast_pps: pps("storm_control.multicast_pps", s.multicast_pps)?,
+                unknown_unicast_pps: pps(
+                    "storm_control.unknown_unicast_pps",
+                    s.unknown_unicast_pps,
+                )?,
+            },
+            None => StormLimits::default(),
+        };
+        Ok(PortPolicy {
+            vlan,
+            uplink: e.role == Some(RoleModel::Uplink),
+            allowed_macs,
+            max_macs,
+            bpdu_guard,
+            bpdu_guard_shutdown,
+            storm,
+            ingress_policing: rate_limit(
+                origin,
+                "ingress_policing_rate",
+                "ingress_policing_burst",
+                e.ingress_policing_rate,
+                e.ingress_policing_burst,
+            )?,
+            egress_rate: rate_limit(
+                origin,
+                "egress_rate",
+                "egress_burst",
+                e.egress_rate,
+                e.egress_burst,
+            )?,
         })
     }
 }
@@ -713,5 +1130,134 @@ mod tests {
         let e = err("this is not toml\n", &[]);
         assert!(e.starts_with("switch.toml: "), "{e}");
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn edge_features_are_read_and_checked() {
+        let ok = load(
+            r#"
+[bridge]
+mode = "vepa"
+[[ports]]
+name = "up"
+devargs = "net_tap0"
+role = "uplink"
+trunks = [10, 20]
+native_vlan = 30
+[[ports]]
+name = "vm1"
+devargs = "net_tap1"
+vlan = 10
+allowed_macs = ["02:00:00:00:00:01"]
+max_macs = 4
+bpdu_guard = true
+bpdu_guard_shutdown = true
+storm_control = { broadcast_pps = 100 }
+ingress_policing_rate = 10000000
+egress_rate = 20000000
+egress_burst = 50000
+[[fdb]]
+port = "vm1"
+vlan = 10
+mac = "02:00:00:00:00:01"
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.bridge.mode, BridgeMode::Vepa);
+        let up = &ok.ports[0].policy;
+        assert!(up.uplink);
+        assert_eq!(
+            up.vlan,
+            VlanMode::Trunk {
+                trunks: vec![10, 20],
+                native: Some(30)
+            }
+        );
+        let vm = &ok.ports[1].policy;
+        assert_eq!(vm.vlan, VlanMode::Access { vlan: 10 });
+        assert_eq!(vm.max_macs, Some(4));
+        assert_eq!(vm.storm.broadcast_pps, Some(100));
+        assert_eq!(
+            vm.ingress_policing.unwrap().burst_bytes,
+            125_000,
+            "default burst: 0.1 s"
+        );
+        assert_eq!(vm.egress_rate.unwrap().burst_bytes, 50_000);
+        assert_eq!(ok.fdb.len(), 1);
+
+        let port =
+            |extra: &str| format!("[[ports]]\nname = \"p\"\ndevargs = \"net_null0\"\n{extra}\n");
+        for (extra, field, says) in [
+            (
+                "vlan_mode = \"access\"\nvlan = 0",
+                "vlan",
+                "0 is out of range",
+            ),
+            ("vlan = 4095", "vlan", "4095 is out of range"),
+            ("vlan_mode = \"access\"", "vlan", "set vlan"),
+            ("trunks = [5, 6, 5]", "trunks[2]", "listed twice"),
+            ("vlan = 5\ntrunks = [6]", "trunks", "access port"),
+            (
+                "allowed_macs = [\"01:00:5e:00:00:01\"]",
+                "allowed_macs[0]",
+                "group address",
+            ),
+            (
+                "allowed_macs = [\"nonsense\"]",
+                "allowed_macs[0]",
+                "not a MAC",
+            ),
+            (
+                "bpdu_guard_shutdown = true",
+                "bpdu_guard_shutdown",
+                "bpdu_guard = true",
+            ),
+            (
+                "ingress_policing_burst = 1000",
+                "ingress_policing_burst",
+                "without a rate",
+            ),
+            (
+                "storm_control = { broadcast_pps = 0 }",
+                "storm_control.broadcast_pps",
+                "out of range",
+            ),
+        ] {
+            let e = err(&port(extra), &[]);
+            assert!(e.contains(field) && e.contains(says), "{extra:?}: {e}");
+            assert!(e.contains("ports[0]"), "names the port: {e}");
+        }
+        let e = err(&port("vlan_mode = \"hybrid\""), &[]);
+        assert!(
+            e.contains("line 4") && e.contains("expected `access` or `trunk`"),
+            "{e}"
+        );
+        let two = format!(
+            "{}{}",
+            port("role = \"uplink\""),
+            port("role = \"uplink\"")
+                .replace("\"p\"", "\"q\"")
+                .replace("null0", "null1")
+        );
+        assert!(err(&two, &[]).contains("at most one uplink"));
+        let e = err(&format!("[bridge]\nuplink = \"nope\"\n{}", port("")), &[]);
+        assert!(
+            e.contains("bridge.uplink") && e.contains("not a port"),
+            "{e}"
+        );
+        let e = err(&format!("[bridge]\nmode = \"vepa\"\n{}", port("")), &[]);
+        assert!(e.contains("bridge.mode") && e.contains("uplink"), "{e}");
+        let e = err(
+            &format!(
+                "{}[[fdb]]\nport = \"p\"\nvlan = 7\nmac = \"02:00:00:00:00:09\"\n",
+                port("vlan = 8")
+            ),
+            &[],
+        );
+        assert!(
+            e.contains("fdb[0].vlan") && e.contains("does not carry VLAN 7"),
+            "{e}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod edge;
 mod pcap;
 mod report;
 mod sflow;

@@ -66,6 +66,12 @@ pub struct PortReport {
     pub samples_taken: u64,
     /// Of those, samples lost because a sample ring was full.
     pub samples_lost: u64,
+    /// Source addresses that moved onto this port.
+    pub mac_moves_in: u64,
+    /// BPDUs dropped by bpdu_guard.
+    pub bpdu_dropped: u64,
+    /// False when the port was shut down (bpdu_guard_shutdown).
+    pub enabled: bool,
     /// The device's own counters (`rte_eth_stats`).
     pub device: PortStats,
 }
@@ -142,6 +148,12 @@ pub struct FdbReport {
     pub full: u64,
     /// Sources contradicting a static entry.
     pub static_conflicts: u64,
+    /// Addresses held on a port by flap damping.
+    pub flap_holds: u64,
+    /// The most recent MAC moves, oldest first.
+    pub recent_moves: Vec<crate::edge::MoveRecord>,
+    /// Addresses held by flap damping at the end.
+    pub held: Vec<crate::edge::HeldRecord>,
     /// Bytes of table memory.
     pub memory_bytes: usize,
 }
@@ -173,6 +185,8 @@ pub struct Inputs<'a> {
     pub aged: u64,
     /// The pool.
     pub pool: &'a Mempool,
+    /// Whether a port (by id) forwards; None: all do.
+    pub enabled: Option<&'a dyn Fn(u16) -> bool>,
     /// In use before the workers started.
     pub mempool_at_start: u32,
     /// In use after they stopped.
@@ -222,6 +236,9 @@ pub fn build(i: Inputs<'_>) -> Report {
                 tx_dropped: totals.port(idx, PortCounter::TxDropped),
                 samples_taken: totals.port(idx, PortCounter::SamplesTaken),
                 samples_lost: totals.port(idx, PortCounter::SamplesLost),
+                mac_moves_in: totals.port(idx, PortCounter::MacMovesIn),
+                bpdu_dropped: totals.port(idx, PortCounter::BpduDropped),
+                enabled: i.enabled.is_none_or(|f| f(sp.port.id().0)),
                 device: d,
             }
         })
@@ -245,6 +262,9 @@ pub fn build(i: Inputs<'_>) -> Report {
             aged: i.aged,
             full: totals.get(WorkerCounter::FdbFull),
             static_conflicts: totals.get(WorkerCounter::StaticConflict),
+            flap_holds: 0,
+            recent_moves: Vec::new(),
+            held: Vec::new(),
             memory_bytes: i.fdb.memory_bytes(),
         },
         sflow: None,

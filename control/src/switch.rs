@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use dataplane::dpdk::{self, DpdkError, Eal, Mempool, Port, PortConfig, BURST_SIZE, MAX_PORTS};
 use dataplane::dpdk::{spsc_ring, RingConsumer};
 use dataplane::fdb::Fdb;
-use dataplane::forward::BridgeView;
 use dataplane::sample::{SampleRecord, Sampler};
 use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
-use dataplane::worker::{Sampling, Worker};
+use dataplane::worker::{BridgeCell, MoveEvent, Sampling, Worker};
 
 use crate::config::{Config, PortSpec};
+use crate::edge::{BpduWatch, MoveTracker};
 use crate::report::{self, Report};
 use crate::sflow::agent::{Agent, AgentPort};
 
@@ -25,6 +25,8 @@ const MEMPOOL_CACHE: u32 = 256;
 const TICK: Duration = Duration::from_millis(10);
 /// Sample records each worker's ring holds.
 const SAMPLE_RING: u32 = 4096;
+/// MAC move reports each worker's ring holds between two control ticks.
+const MOVE_RING: u32 = 1024;
 
 /// Why the switch could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -253,10 +255,21 @@ fn run_with_eal(
     }
 
     let fdb = Arc::new(Fdb::new(config.bridge.fdb_capacity));
-    let bridge = Arc::new(BridgeView {
-        ports: ports.iter().map(|p| p.port.id().0).collect(),
-        mtu: config.bridge.mtu,
-    });
+    let by_id: Vec<(u16, &PortSpec)> = ports.iter().map(|p| (p.port.id().0, &p.spec)).collect();
+    let rx_counts: Vec<(u16, u16)> = ports
+        .iter()
+        .map(|p| (p.port.id().0, p.queues.rx_queues))
+        .collect();
+    let bridge = Arc::new(BridgeCell::from_pointee(crate::edge::build_view(
+        config,
+        &by_id,
+        &rx_counts,
+        workers_u16,
+    )));
+    let statics = crate::edge::install_static(config, &by_id, &fdb);
+    if statics > 0 {
+        log::info!("{statics} static MAC table entries");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let stats: Vec<Arc<WorkerStats>> = lcores
         .iter()
@@ -277,8 +290,22 @@ fn run_with_eal(
             stats: Arc::clone(st),
             stop: Arc::clone(&stop),
             sampling: None,
+            pool: Arc::clone(&pool),
+            moves: None,
         })
         .collect();
+    let mut move_rings = Vec::with_capacity(workers.len());
+    for worker in workers.iter_mut() {
+        let (producer, consumer) =
+            spsc_ring::<MoveEvent>(&format!("moves_{}", worker.lcore), MOVE_RING).map_err(
+                |source| SwitchError::PortSetup {
+                    name: "MAC move ring".into(),
+                    source,
+                },
+            )?;
+        worker.moves = Some(producer);
+        move_rings.push(consumer);
+    }
     for (i, sp) in ports.iter_mut().enumerate() {
         let (rx, tx) = sp
             .port
@@ -374,8 +401,15 @@ fn run_with_eal(
         opts,
         signals,
         started,
+        bridge: &bridge,
     };
-    let aged = control_loop(&ctx, &mut sflow);
+    let mut edge = EdgeState {
+        moves: MoveTracker::new(&config.bridge),
+        rings: move_rings,
+        buf: vec![MoveEvent::default(); 256],
+        bpdu: BpduWatch::default(),
+    };
+    let aged = control_loop(&ctx, &mut sflow, &mut edge);
 
     stop.store(true, Ordering::Release);
     for &l in &launched {
@@ -391,7 +425,11 @@ fn run_with_eal(
         export.agent.flush();
     }
     let mempool_at_stop = pool.in_use();
+    edge.drain(&ports, &fdb);
+    let view = bridge.load_full();
+    let enabled = |id: u16| view.is_enabled(id);
     let mut rep = report::build(report::Inputs {
+        enabled: Some(&enabled),
         elapsed,
         ports: &ports,
         workers: &stats,
@@ -407,6 +445,9 @@ fn run_with_eal(
         }
     }
     rep.sflow = sflow.as_ref().map(|e| e.agent.stats());
+    rep.fdb.flap_holds = edge.moves.holds;
+    rep.fdb.recent_moves = edge.moves.history().cloned().collect();
+    rep.fdb.held = edge.moves.held();
     rep.mempool.in_use_after_close = pool.in_use();
     log::info!(
         "{}",
@@ -437,6 +478,37 @@ struct LoopContext<'a> {
     opts: &'a RunOptions,
     signals: &'a StopSignals,
     started: Instant,
+    bridge: &'a BridgeCell,
+}
+
+/// The control thread's side of the managed edge: MAC move reports and flap damping, and
+/// BPDU-guard shutdowns.
+struct EdgeState {
+    moves: MoveTracker,
+    rings: Vec<RingConsumer<MoveEvent>>,
+    buf: Vec<MoveEvent>,
+    bpdu: BpduWatch,
+}
+
+impl EdgeState {
+    /// Takes every waiting move report.
+    fn drain(&mut self, ports: &[SwitchPort], fdb: &Fdb) {
+        let name_of = |id: u16| {
+            ports
+                .iter()
+                .find(|p| p.port.id().0 == id)
+                .map_or_else(|| format!("port {id}"), |p| p.spec.name.clone())
+        };
+        for ring in self.rings.iter_mut() {
+            loop {
+                let n = ring.dequeue_burst(&mut self.buf);
+                if n == 0 {
+                    break;
+                }
+                self.moves.on_moves(&self.buf[..n], fdb, &name_of);
+            }
+        }
+    }
 }
 
 /// The sFlow agent, the control thread's ends of the workers' sample rings, and the buffer
@@ -462,7 +534,11 @@ impl SflowExport {
     }
 }
 
-fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
+fn control_loop(
+    ctx: &LoopContext<'_>,
+    sflow: &mut Option<SflowExport>,
+    edge: &mut EdgeState,
+) -> u64 {
     let LoopContext {
         ports,
         fdb,
@@ -471,7 +547,12 @@ fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
         opts,
         signals,
         started,
+        bridge,
     } = *ctx;
+    let port_names: Vec<(u16, String)> = ports
+        .iter()
+        .map(|p| (p.port.id().0, p.spec.name.clone()))
+        .collect();
     let mut aged: u64 = 0;
     let mut last_age_pass = 0u32;
     let mut last_summary = Instant::now();
@@ -503,9 +584,12 @@ fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
                     .and_then(|sp| sp.port.stats().ok().map(|st| (st, sp.port.link())))
             });
         }
+        edge.drain(ports, fdb);
+        edge.bpdu.check(bridge, &sum_counters(stats), &port_names);
         if now != last_age_pass {
             last_age_pass = now;
             aged += fdb.age(now, config.bridge.fdb_aging_secs) as u64;
+            edge.moves.expire(fdb);
         }
         if let Some(every) = opts.stats_interval {
             if last_summary.elapsed() >= every {

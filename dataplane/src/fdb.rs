@@ -57,7 +57,13 @@ pub enum Learn {
     /// Another thread was inserting or removing the same key at that instant; nothing learned
     /// (the next frame learns it).
     Contended,
+    /// The port already holds its limit of addresses: a new one is not learned (or not moved
+    /// there).
+    Limited,
 }
+
+/// Ports whose address counts are kept (port ids at or above it are not counted or limited).
+pub const COUNTED_PORTS: usize = 64;
 
 /// A (VLAN, MAC) key with its two candidate buckets, computed once per frame so the buckets
 /// can be prefetched a few frames before they are read.
@@ -126,6 +132,8 @@ pub struct Fdb {
     capacity: usize,
     entries: AtomicUsize,
     now: AtomicU32,
+    /// Entries per port: written only when an entry is added, moved or removed.
+    per_port: Box<[AtomicU32]>,
 }
 
 impl Fdb {
@@ -145,6 +153,26 @@ impl Fdb {
             capacity,
             entries: AtomicUsize::new(0),
             now: AtomicU32::new(0),
+            per_port: (0..COUNTED_PORTS).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    /// Entries (dynamic and static) on `port`.
+    #[inline]
+    pub fn port_len(&self, port: u16) -> u32 {
+        self.per_port
+            .get(usize::from(port))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn count(&self, port: u16, up: bool) {
+        if let Some(c) = self.per_port.get(usize::from(port)) {
+            if up {
+                c.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -267,6 +295,13 @@ impl Fdb {
     /// [`Fdb::learn`] with the key already hashed.
     #[inline]
     pub fn learn_key(&self, fk: &FdbKey, port: u16, now: u32) -> Learn {
+        self.learn_key_limited(fk, port, now, u32::MAX)
+    }
+
+    /// [`Fdb::learn_key`] for a port that may hold at most `limit` addresses: a new address, or
+    /// one moving in from another port, is not taken once the port holds that many.
+    #[inline(always)]
+    pub fn learn_key_limited(&self, fk: &FdbKey, port: u16, now: u32, limit: u32) -> Learn {
         if let Some((b, i, k, v)) = self.find(fk) {
             let old = val_port(v);
             if k & STATIC != 0 {
@@ -279,6 +314,9 @@ impl Fdb {
             if old == port && val_ts(v) == now {
                 return Learn::Known;
             }
+            if old != port && self.port_len(port) >= limit {
+                return Learn::Limited;
+            }
             let new = make_val(port, val_gen(v), now);
             return match self.buckets[b].vals[i].compare_exchange(
                 v,
@@ -287,9 +325,16 @@ impl Fdb {
                 Ordering::Relaxed,
             ) {
                 Ok(_) if old == port => Learn::Refreshed,
-                Ok(_) => Learn::Moved { from: old },
+                Ok(_) => {
+                    self.count(old, false);
+                    self.count(port, true);
+                    Learn::Moved { from: old }
+                }
                 Err(_) => Learn::Contended,
             };
+        }
+        if self.port_len(port) >= limit {
+            return Learn::Limited;
         }
         self.insert(fk, port, now, 0)
     }
@@ -345,6 +390,7 @@ impl Fdb {
                 let gen = val_gen(bucket.vals[i].load(Ordering::Relaxed)).wrapping_add(1);
                 bucket.vals[i].store(make_val(port, gen, now), Ordering::Release);
                 bucket.keys[i].store(LIVE | flags | key, Ordering::Release);
+                self.count(port, true);
                 return Learn::Learned;
             }
         }
@@ -386,6 +432,7 @@ impl Fdb {
         }
         bucket.keys[i].store(0, Ordering::Release);
         self.entries.fetch_sub(1, Ordering::AcqRel);
+        self.count(val_port(v), false);
         true
     }
 
@@ -423,6 +470,14 @@ impl Fdb {
         let key = self.key(vlan, mac);
         self.remove_where(|e| e.vlan == vlan & VLAN_MASK && e.mac == mac, true);
         self.insert(&key, port, self.now(), STATIC)
+    }
+
+    /// Removes the static entry for `(vlan, mac)` if it is on `port`. Returns true if it was.
+    pub fn remove_static_on(&self, vlan: u16, mac: MacAddr, port: u16) -> bool {
+        self.remove_where(
+            |e| e.is_static && e.vlan == vlan & VLAN_MASK && e.mac == mac && e.port == port,
+            true,
+        ) > 0
     }
 
     /// Removes the entry for `(vlan, mac)`, static or not. Returns true if there was one.

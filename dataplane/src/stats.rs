@@ -39,17 +39,19 @@ pub enum WorkerCounter {
     FdbFull,
     /// Sources that contradict a static entry (the static entry stands).
     StaticConflict,
+    /// MAC moves not reported to the control thread (its ring was full).
+    MoveEventsLost,
 }
 
 impl WorkerCounter {
     /// Number of worker-wide counters.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 }
 
 // The counts are kept by hand: a variant added without them fails to compile here.
-const _: () = assert!(WorkerCounter::StaticConflict as usize + 1 == WorkerCounter::COUNT);
-const _: () = assert!(PortCounter::SamplesLost as usize + 1 == PortCounter::COUNT);
-const _: () = assert!(DropReason::TxFull as usize + 1 == DropReason::COUNT);
+const _: () = assert!(WorkerCounter::MoveEventsLost as usize + 1 == WorkerCounter::COUNT);
+const _: () = assert!(PortCounter::BpduDropped as usize + 1 == PortCounter::COUNT);
+const _: () = assert!(DropReason::EgressRateLimit as usize + 1 == DropReason::COUNT);
 
 /// Per-port counters, kept by every worker for every port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +71,15 @@ pub enum PortCounter {
     SamplesTaken,
     /// Samples lost because the worker's sample ring was full (sFlow's `drops`).
     SamplesLost,
+    /// Source addresses that moved onto this port from another.
+    MacMovesIn,
+    /// BPDUs dropped by the port's bpdu_guard.
+    BpduDropped,
 }
 
 impl PortCounter {
     /// Number of per-port counters.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 9;
 }
 
 const DROPS_BASE: usize = WorkerCounter::COUNT;

@@ -2,16 +2,24 @@
 //!
 //! Nothing here allocates, locks, logs or makes a system call of its own per packet (the
 //! PMD's rx/tx may, for kernel-backed devices such as tap). Counters go to the worker's private
-//! tally and are published every [`HOUSEKEEPING_INTERVAL`] iterations.
+//! tally and are published every [`HOUSEKEEPING_INTERVAL`] iterations. The bridge's
+//! configuration is a snapshot the worker checks for (one atomic load) before every poll round.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Cache};
+
 use crate::dpdk::{
-    tsc, Burst, LcoreId, Mbuf, RingProducer, RxQueue, TxBatch, TxQueue, BURST_SIZE, MAX_PORTS,
+    tsc, tsc_hz, Burst, LcoreId, Mbuf, Mempool, RateMeter, RingProducer, RxQueue, TxBatch, TxQueue,
+    BURST_SIZE, MAX_PORTS,
 };
 use crate::fdb::{Fdb, Learn};
-use crate::forward::{decide_prepared, prepare, Action, BridgeView, DropReason, Prepared};
+use crate::forward::{
+    decide_prepared, mask_ports, prepare, Action, BridgeView, DropReason, FloodKind, Limits,
+    Prepared, RateLimit, FORM_TAGGED, FORM_UNTAGGED,
+};
+use crate::packet::ethertype;
 use crate::sample::{SampleRecord, SampledOutput, Sampler};
 use crate::stats::{cycles_histogram, Counters, PortCounter, WorkerCounter, WorkerStats};
 
@@ -21,6 +29,23 @@ const LOOKAHEAD: usize = 8;
 /// Poll iterations between publishing counters and checking the stop flag.
 pub const HOUSEKEEPING_INTERVAL: u64 = 1024;
 
+/// The bridge configuration the workers forward by, swapped as a whole by the control thread.
+pub type BridgeCell = ArcSwap<BridgeView>;
+
+/// A source address that moved between ports, reported to the control thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct MoveEvent {
+    /// The address, in the low 48 bits.
+    pub mac: u64,
+    /// Its VLAN.
+    pub vlan: u16,
+    /// The port it was on.
+    pub from: u16,
+    /// The port it moved to.
+    pub to: u16,
+}
+
 /// Everything one worker needs, moved onto its lcore.
 pub struct Worker {
     /// The lcore it runs on.
@@ -29,8 +54,8 @@ pub struct Worker {
     pub rx: Vec<RxQueue>,
     /// Its tx queue on every port, indexed by port id.
     pub tx: Vec<Option<TxQueue>>,
-    /// The bridge's ports and MTU.
-    pub bridge: Arc<BridgeView>,
+    /// The bridge's configuration, as published by the control thread.
+    pub bridge: Arc<BridgeCell>,
     /// The shared MAC table.
     pub fdb: Arc<Fdb>,
     /// Where its counters are published.
@@ -39,6 +64,10 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// sFlow: where sampled frames go (None: sampling off).
     pub sampling: Option<Sampling>,
+    /// Buffers for the copy a flood needs when its egress ports differ in tagging.
+    pub pool: Arc<Mempool>,
+    /// Where MAC moves are reported (None: not reported).
+    pub moves: Option<RingProducer<MoveEvent>>,
 }
 
 /// A worker's sFlow sampling: one sampler per port and the ring to the control thread.
@@ -51,20 +80,140 @@ pub struct Sampling {
     pub ring: RingProducer<SampleRecord>,
 }
 
-/// The egress side of a worker: a batch and a queue per port, and which batches hold packets.
+/// The worker's share of the ports' rate limits, on DPDK's rte_meter. A port polled on several
+/// workers gets its rate split by how many of its rx queues each polls; egress limits are split
+/// evenly over the workers (each has its own tx queue).
+struct Meters {
+    police: Vec<Option<RateMeter>>,
+    storm: Vec<[Option<RateMeter>; 3]>,
+    now: u64,
+}
+
+impl Meters {
+    fn none() -> Meters {
+        Meters {
+            police: (0..MAX_PORTS).map(|_| None).collect(),
+            storm: (0..MAX_PORTS).map(|_| [None, None, None]).collect(),
+            now: 0,
+        }
+    }
+}
+
+impl Limits for Meters {
+    #[inline(always)]
+    fn police(&mut self, port: u16, bytes: u32) -> bool {
+        match self.police.get_mut(usize::from(port)) {
+            Some(Some(m)) => m.conform(self.now, bytes),
+            _ => true,
+        }
+    }
+
+    #[inline(always)]
+    fn storm(&mut self, port: u16, kind: FloodKind) -> bool {
+        match self.storm.get_mut(usize::from(port)) {
+            Some(kinds) => match &mut kinds[kind as usize] {
+                Some(m) => m.conform(self.now, 1),
+                None => true,
+            },
+            None => true,
+        }
+    }
+}
+
+/// A byte-rate meter for `limit` scaled by `share`; None (with a log line: this runs only when
+/// the configuration changes) if DPDK refuses the parameters.
+fn byte_meter(limit: &RateLimit, share: f64, what: &str, port: u16) -> Option<RateMeter> {
+    let rate = ((limit.bits_per_sec as f64 / 8.0) * share).max(1.0) as u64;
+    let burst = ((limit.burst_bytes as f64) * share).max(1.0) as u64;
+    RateMeter::new(rate, burst)
+        .map_err(|e| log::error!("port id {port}: {what} meter not set: {e}"))
+        .ok()
+}
+
+/// A frame-rate meter of `pps` scaled by `share`, with a bucket of a tenth of a second's worth.
+fn frame_meter(pps: u64, share: f64, port: u16) -> Option<RateMeter> {
+    let rate = ((pps as f64) * share).max(1.0) as u64;
+    RateMeter::new(rate, (rate / 10).max(1))
+        .map_err(|e| log::error!("port id {port}: storm-control meter not set: {e}"))
+        .ok()
+}
+
+/// Builds this worker's meters for `view`: `my_queues[p]` is how many of port p's rx queues
+/// this worker polls.
+fn build_meters(view: &BridgeView, my_queues: &[u16]) -> (Meters, Vec<Option<RateMeter>>) {
+    let mut m = Meters::none();
+    let mut egress: Vec<Option<RateMeter>> = (0..MAX_PORTS).map(|_| None).collect();
+    if tsc_hz() == 0 {
+        return (m, egress);
+    }
+    for port in view.ports() {
+        let i = usize::from(port);
+        let Some(pol) = view.policy(port) else {
+            continue;
+        };
+        if i >= MAX_PORTS {
+            continue;
+        }
+        let mine = my_queues.get(i).copied().unwrap_or(0);
+        if mine > 0 {
+            let share = f64::from(mine) / f64::from(view.rx_queues(port));
+            if let Some(l) = &pol.ingress_policing {
+                m.police[i] = byte_meter(l, share, "ingress policing", port);
+            }
+            for kind in [
+                FloodKind::Broadcast,
+                FloodKind::Multicast,
+                FloodKind::UnknownUnicast,
+            ] {
+                if let Some(pps) = pol.storm.of(kind) {
+                    m.storm[i][kind as usize] = frame_meter(pps, share, port);
+                }
+            }
+        }
+        if let Some(l) = &pol.egress_rate {
+            egress[i] = byte_meter(l, 1.0 / f64::from(view.workers), "egress rate", port);
+        }
+    }
+    (m, egress)
+}
+
+/// The egress side of a worker: a batch and a queue per port, which batches hold packets, and
+/// the egress rate meters.
 struct Egress {
     tx: Vec<Option<TxQueue>>,
     batches: Vec<TxBatch>,
     dirty: u64,
+    meters: Vec<Option<RateMeter>>,
+    /// Ports with an egress meter, one bit each.
+    metered: u64,
+    now: u64,
 }
 
 impl Egress {
+    fn set_meters(&mut self, meters: Vec<Option<RateMeter>>) {
+        self.metered = meters
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.is_some())
+            .fold(0, |acc, (i, _)| acc | 1 << i);
+        self.meters = meters;
+    }
+
     #[inline(always)]
     fn push(&mut self, port: u16, m: Mbuf, c: &mut Counters) {
         let p = usize::from(port);
-        if self.tx[p].is_none() {
+        if self.tx.get(p).is_none_or(|q| q.is_none()) {
             c.drop_one(DropReason::NoEgressPort);
             return;
+        }
+        if self.metered & (1 << p) != 0 {
+            if let Some(meter) = self.meters[p].as_mut() {
+                if !meter.conform(self.now, m.pkt_len()) {
+                    c.drop_one(DropReason::EgressRateLimit);
+                    c.port_add(p, PortCounter::TxDropped, 1);
+                    return;
+                }
+            }
         }
         if self.batches[p].is_full() {
             self.flush_port(p, c);
@@ -72,6 +221,21 @@ impl Egress {
         // Cannot fail: the batch was just flushed if it was full.
         let _ = self.batches[p].push(m);
         self.dirty |= 1 << p;
+    }
+
+    /// Sends `m` (one reference) to every port of `mask` (not empty).
+    #[inline(always)]
+    fn push_all(&mut self, mask: u64, m: Mbuf, c: &mut Counters) {
+        let k = mask.count_ones() as u16;
+        let mut ports = mask_ports(mask);
+        m.share(k.saturating_sub(1), |copy| {
+            if let Some(p) = ports.next() {
+                self.push(p, copy, c);
+            }
+        });
+        if let Some(p) = ports.next() {
+            self.push(p, m, c);
+        }
     }
 
     #[inline(always)]
@@ -96,6 +260,84 @@ impl Egress {
     }
 }
 
+/// How a frame is to leave: with this TCI, or untagged.
+type Wire = Option<u16>;
+
+/// Rewrites `m` in place to leave as `want` (it arrived with an outer tag if `tagged`); false
+/// when the buffer is shared or has no headroom (nothing changed).
+fn retag_in_place(m: &mut Mbuf, tagged: bool, want: Wire) -> bool {
+    match (tagged, want) {
+        (false, None) => true,
+        (true, Some(tci)) => match m.data_mut() {
+            Some(d) if d.len() >= 18 => {
+                d[14..16].copy_from_slice(&tci.to_be_bytes());
+                true
+            }
+            _ => false,
+        },
+        (false, Some(tci)) => match m.prepend(4) {
+            Some(d) => {
+                d.copy_within(4..16, 0);
+                d[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+                d[14..16].copy_from_slice(&tci.to_be_bytes());
+                true
+            }
+            None => false,
+        },
+        (true, None) => match m.data_mut() {
+            Some(d) if d.len() >= 18 => {
+                d.copy_within(0..12, 4);
+                m.trim_front(4)
+            }
+            _ => false,
+        },
+    }
+}
+
+/// A new buffer holding `m`'s frame as it should leave (`want`); None when the pool is empty.
+fn retagged_copy(pool: &Mempool, m: &Mbuf, tagged: bool, want: Wire) -> Option<Mbuf> {
+    let d = m.data();
+    let mut out = Mbuf::alloc(pool)?;
+    match (tagged, want) {
+        (false, None) | (true, Some(_)) => {
+            let buf = out.append(u16::try_from(d.len()).ok()?)?;
+            buf.copy_from_slice(d);
+            if let (Some(tci), true) = (want, buf.len() >= 18) {
+                buf[14..16].copy_from_slice(&tci.to_be_bytes());
+            }
+        }
+        (false, Some(tci)) => {
+            let buf = out.append(u16::try_from(d.len() + 4).ok()?)?;
+            buf[..12].copy_from_slice(d.get(..12)?);
+            buf[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+            buf[14..16].copy_from_slice(&tci.to_be_bytes());
+            buf[16..].copy_from_slice(d.get(12..)?);
+        }
+        (true, None) => {
+            let buf = out.append(u16::try_from(d.len().checked_sub(4)?).ok()?)?;
+            buf[..12].copy_from_slice(d.get(..12)?);
+            buf[12..].copy_from_slice(d.get(16..)?);
+        }
+    }
+    Some(out)
+}
+
+/// Makes `m` leave as `want`: in place when it can, else as a copy (the original is freed).
+#[inline]
+fn into_wire(pool: &Mempool, mut m: Mbuf, tagged: bool, want: Wire) -> Option<Mbuf> {
+    if retag_in_place(&mut m, tagged, want) {
+        Some(m)
+    } else {
+        retagged_copy(pool, &m, tagged, want)
+    }
+}
+
+/// The TCI a frame of `vlan` carries out of a trunk: its own priority bits, the bridge's VID.
+#[inline(always)]
+fn tci_for(p: &Prepared, vlan: u16) -> u16 {
+    p.tag().map_or(0, |t| t.0 & 0xf000) | (vlan & 0x0fff)
+}
+
 impl Worker {
     /// Runs the poll loop until the stop flag is set, then flushes and publishes its counters.
     /// Returns 0 (the lcore's exit status).
@@ -104,11 +346,13 @@ impl Worker {
             lcore,
             mut rx,
             tx,
-            bridge,
+            bridge: cell,
             fdb,
             stats,
             stop,
             mut sampling,
+            pool,
+            mut moves,
         } = self;
         const { assert!(MAX_PORTS <= 64, "the dirty-port mask is a u64") };
         log::info!(
@@ -118,19 +362,40 @@ impl Worker {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let mut my_queues = [0u16; MAX_PORTS];
+        for q in &rx {
+            my_queues[q.port().index()] += 1;
+        }
+        let mut cache = Cache::new(Arc::clone(&cell));
+        // `published` is the snapshot last seen; `view` is what this worker forwards by (the
+        // same, unless a BPDU just shut a port down here before the control thread republished).
+        let mut published: Arc<BridgeView> = Arc::clone(cache.load());
+        let mut view = Arc::clone(&published);
+        let (mut limits, egress_meters) = build_meters(&view, &my_queues);
         let mut egress = Egress {
             tx,
             batches: (0..MAX_PORTS).map(|_| TxBatch::new()).collect(),
             dirty: 0,
+            meters: Vec::new(),
+            metered: 0,
+            now: 0,
         };
+        egress.set_meters(egress_meters);
         let mut c = Counters::default();
         let mut cycles = cycles_histogram();
         let mut burst = Burst::new();
         let mut prepared = [Prepared::default(); BURST_SIZE];
-        let mut flood_to = [0u16; MAX_PORTS];
         let mut iterations: u64 = 0;
         let mut mark = tsc();
         loop {
+            let current = cache.load();
+            if !Arc::ptr_eq(current, &published) {
+                published = Arc::clone(current);
+                view = Arc::clone(&published);
+                let (m, e) = build_meters(&view, &my_queues);
+                limits = m;
+                egress.set_meters(e);
+            }
             let now = fdb.now();
             for q in rx.iter_mut() {
                 let n = q.rx_burst(&mut burst);
@@ -140,8 +405,11 @@ impl Worker {
                     mark = t;
                     continue;
                 }
+                limits.now = mark;
+                egress.now = mark;
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
+                let ctx = view.ingress_ctx(ingress);
                 // Bring every frame's first line in, then work as a pipeline: parse frame
                 // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
                 // the bucket loads overlap without flooding the CPU with outstanding misses.
@@ -150,7 +418,7 @@ impl Worker {
                     m.prefetch_data();
                 }
                 for (m, p) in pkts.iter().zip(prepared.iter_mut()).take(LOOKAHEAD) {
-                    *p = prepare(m.data(), &fdb);
+                    *p = prepare(m.data(), &ctx, &view, &fdb);
                 }
                 let mut bytes = 0u64;
                 // Which frames of this burst sFlow samples: usually none, found with one compare.
@@ -166,30 +434,37 @@ impl Worker {
                 let mut i = 0;
                 while let Some(m) = pkts.next() {
                     if let Some(ahead) = pkts.ahead(LOOKAHEAD - 1) {
-                        prepared[i + LOOKAHEAD] = prepare(ahead.data(), &fdb);
+                        prepared[i + LOOKAHEAD] = prepare(ahead.data(), &ctx, &view, &fdb);
                     }
                     let p = &prepared[i];
                     i += 1;
                     bytes += u64::from(m.pkt_len());
-                    let v =
-                        decide_prepared(ingress, p, m.pkt_len(), m.nb_segs(), &bridge, &fdb, now);
+                    let v = decide_prepared(
+                        &ctx,
+                        p,
+                        m.pkt_len(),
+                        m.nb_segs(),
+                        &view,
+                        &fdb,
+                        &mut limits,
+                        now,
+                    );
                     if sampled & (1 << (i - 1)) != 0 {
                         if let Some(s) = sampling.as_mut() {
                             let output = match v.action {
                                 Action::Unicast(q) => SampledOutput::Port(q),
-                                Action::Flood => {
-                                    SampledOutput::Flood(bridge.flood_ports(ingress).count() as u16)
+                                Action::Flood(mask) => {
+                                    SampledOutput::Flood(mask.count_ones() as u16)
                                 }
                                 Action::Drop(r) => SampledOutput::Dropped(r.sflow_code()),
                             };
-                            let tci = p.vlan().unwrap_or_default();
                             let record = SampleRecord::new(
                                 m.data(),
                                 m.pkt_len(),
                                 ingress,
                                 output,
-                                tci.vid(),
-                                u16::from(tci.pcp()),
+                                p.vlan().unwrap_or(0),
+                                u16::from(p.pcp()),
                                 pool_before + i as u64,
                                 s.header_bytes,
                             );
@@ -200,38 +475,79 @@ impl Worker {
                         }
                     }
                     match v.learn {
-                        None | Some(Learn::Known | Learn::Refreshed | Learn::Contended) => {}
+                        None
+                        | Some(
+                            Learn::Known | Learn::Refreshed | Learn::Contended | Learn::Limited,
+                        ) => {}
                         Some(Learn::Learned) => c.add(WorkerCounter::Learned, 1),
-                        Some(Learn::Moved { .. }) => c.add(WorkerCounter::Moved, 1),
+                        Some(Learn::Moved { from }) => {
+                            c.add(WorkerCounter::Moved, 1);
+                            c.port_add(inp, PortCounter::MacMovesIn, 1);
+                            if let Some(ring) = moves.as_mut() {
+                                let ev = MoveEvent {
+                                    mac: p.src(),
+                                    vlan: p.vlan().unwrap_or(0),
+                                    from,
+                                    to: ingress,
+                                };
+                                if ring.enqueue_burst(std::slice::from_ref(&ev)) == 0 {
+                                    c.add(WorkerCounter::MoveEventsLost, 1);
+                                }
+                            }
+                        }
                         Some(Learn::Full) => c.add(WorkerCounter::FdbFull, 1),
                         Some(Learn::StaticElsewhere { .. }) => {
                             c.add(WorkerCounter::StaticConflict, 1)
                         }
                     }
+                    let vlan = p.vlan().unwrap_or(0);
                     match v.action {
-                        Action::Unicast(p) => {
+                        Action::Unicast(out) => {
                             c.add(WorkerCounter::Unicast, 1);
-                            egress.push(p, m, &mut c);
-                        }
-                        Action::Flood => {
-                            let mut k = 0;
-                            for p in bridge.flood_ports(ingress) {
-                                flood_to[k] = p;
-                                k += 1;
+                            let want_tag = view.egress_tagged(vlan, out);
+                            if p.form() == u8::from(want_tag) {
+                                egress.push(out, m, &mut c);
+                            } else {
+                                let want = want_tag.then(|| tci_for(p, vlan));
+                                match into_wire(&pool, m, p.form() != FORM_UNTAGGED, want) {
+                                    Some(m) => egress.push(out, m, &mut c),
+                                    None => c.drop_one(DropReason::TxFull),
+                                }
                             }
+                        }
+                        Action::Flood(mask) => {
                             c.add(WorkerCounter::Flooded, 1);
-                            c.add(WorkerCounter::FloodCopies, k as u64);
-                            // k >= 1: decide() drops a flood with no egress port.
-                            let mut next = 0;
-                            m.share((k - 1) as u16, |copy| {
-                                egress.push(flood_to[next], copy, &mut c);
-                                next += 1;
-                            });
-                            egress.push(flood_to[k - 1], m, &mut c);
+                            c.add(WorkerCounter::FloodCopies, u64::from(mask.count_ones()));
+                            let untagged = mask & view.untagged(vlan);
+                            let tagged_out = mask & !untagged;
+                            if tagged_out == 0 && p.form() == FORM_UNTAGGED {
+                                egress.push_all(untagged, m, &mut c);
+                            } else if untagged == 0 && p.form() == FORM_TAGGED {
+                                egress.push_all(tagged_out, m, &mut c);
+                            } else {
+                                self::flood_mixed(
+                                    &pool,
+                                    m,
+                                    p,
+                                    vlan,
+                                    untagged,
+                                    tagged_out,
+                                    &mut egress,
+                                    &mut c,
+                                );
+                            }
                         }
                         Action::Drop(r) => {
                             c.drop_one(r);
                             c.port_add(inp, PortCounter::RxDropped, 1);
+                            if r == DropReason::BpduGuard {
+                                c.port_add(inp, PortCounter::BpduDropped, 1);
+                                if view.shuts_down_on_bpdu(ingress) && view.is_enabled(ingress) {
+                                    // Rare (once per shutdown): stop here at once; the control
+                                    // thread publishes it to every worker.
+                                    view = Arc::new(view.with_port_enabled(ingress, false));
+                                }
+                            }
                         }
                     }
                 }
@@ -270,5 +586,46 @@ impl Worker {
             c.get(WorkerCounter::Packets)
         );
         0
+    }
+}
+
+/// A flood whose egress ports need the frame in two forms (tagged and untagged), or in one form
+/// it did not arrive in: the original buffer is rewritten for one group and a copy is made for
+/// the other.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn flood_mixed(
+    pool: &Mempool,
+    m: Mbuf,
+    p: &Prepared,
+    vlan: u16,
+    untagged: u64,
+    tagged_out: u64,
+    egress: &mut Egress,
+    c: &mut Counters,
+) {
+    let tagged = p.tag().is_some();
+    let tci = tci_for(p, vlan);
+    let (copy_mask, copy_want, orig_mask, orig_want) = if tagged {
+        (untagged, None, tagged_out, Some(tci))
+    } else {
+        (tagged_out, Some(tci), untagged, None)
+    };
+    // One group only: rewrite the original for it. Both: the copy first, while the original is
+    // still as it arrived.
+    let (orig_mask, orig_want) = if orig_mask == 0 {
+        (copy_mask, copy_want)
+    } else {
+        if copy_mask != 0 {
+            match retagged_copy(pool, &m, tagged, copy_want) {
+                Some(copy) => egress.push_all(copy_mask, copy, c),
+                None => c.drop_n(DropReason::TxFull, u64::from(copy_mask.count_ones())),
+            }
+        }
+        (orig_mask, orig_want)
+    };
+    match into_wire(pool, m, tagged, orig_want) {
+        Some(m) => egress.push_all(orig_mask, m, c),
+        None => c.drop_n(DropReason::TxFull, u64::from(orig_mask.count_ones())),
     }
 }

@@ -66,6 +66,89 @@ impl Mbuf {
         }
     }
 
+    /// True when this handle is the only reference to a one-segment buffer of its own
+    /// (not attached to another's data), so its bytes may be changed in place.
+    #[inline(always)]
+    pub fn is_exclusive(&self) -> bool {
+        let m = self.raw();
+        // SAFETY: the mbuf is live (this handle holds a reference); the refcount is read
+        // atomically and only compared.
+        let refs = unsafe { sys::rte_mbuf_refcnt_read(self.0.as_ptr()) };
+        refs == 1
+            && m.nb_segs == 1
+            && m.ol_flags & (sys::RTE_MBUF_F_INDIRECT | sys::RTE_MBUF_F_EXTERNAL) == 0
+    }
+
+    /// The first segment's bytes, writable, when [`Mbuf::is_exclusive`].
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> Option<&mut [u8]> {
+        if !self.is_exclusive() {
+            return None;
+        }
+        // SAFETY: &mut self and the exclusivity check (one reference, one direct segment) mean
+        // no one else reads or writes these bytes; bounds as in `data`.
+        Some(unsafe {
+            let m = self.0.as_mut();
+            std::slice::from_raw_parts_mut(
+                m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
+                usize::from(m.data_len),
+            )
+        })
+    }
+
+    /// Grows the frame by `n` bytes at the front (into the headroom) and returns the whole,
+    /// longer frame; None when not exclusive or the headroom is short (nothing changed).
+    #[inline]
+    pub fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
+        if !self.is_exclusive() {
+            return None;
+        }
+        // SAFETY: exclusive one-segment mbuf; rte_pktmbuf_prepend checks the headroom and
+        // returns NULL, changing nothing, when it is too small.
+        let p = unsafe { sys::rte_pktmbuf_prepend(self.0.as_ptr(), n) };
+        if p.is_null() {
+            return None;
+        }
+        self.data_mut()
+    }
+
+    /// Removes `n` bytes from the front of the frame; false (nothing changed) when not exclusive
+    /// or the frame is not longer than `n`.
+    #[inline]
+    pub fn trim_front(&mut self, n: u16) -> bool {
+        if !self.is_exclusive() || self.raw().data_len <= n {
+            return false;
+        }
+        // SAFETY: exclusive one-segment mbuf longer than n; rte_pktmbuf_adj only moves data_off
+        // and shortens the lengths.
+        !unsafe { sys::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
+    }
+
+    /// Grows the frame by `n` bytes at the end and returns the new bytes (uninitialised
+    /// content: the caller writes them); None when the tailroom is short.
+    #[inline]
+    pub fn append(&mut self, n: u16) -> Option<&mut [u8]> {
+        if !self.is_exclusive() {
+            return None;
+        }
+        // SAFETY: exclusive one-segment mbuf; rte_pktmbuf_append checks the tailroom and
+        // returns NULL, changing nothing, when it is too small.
+        let p = unsafe { sys::rte_pktmbuf_append(self.0.as_ptr(), n) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: p points at the n appended bytes inside this exclusive buffer.
+        Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(n)) })
+    }
+
+    /// Takes an empty buffer from `pool`; None when the pool is exhausted.
+    #[inline]
+    pub fn alloc(pool: &super::Mempool) -> Option<Mbuf> {
+        // SAFETY: the pool is live (borrowed); a returned mbuf is a fresh single reference.
+        let m = unsafe { sys::rte_pktmbuf_alloc(pool.as_ptr()) };
+        NonNull::new(m).map(Mbuf)
+    }
+
     /// Makes `n` more references to this buffer with one atomic refcount update per segment and
     /// hands each to `each`: how a frame is flooded to several ports without copying it.
     #[inline]
