@@ -144,8 +144,10 @@ fn tags_are_pushed_popped_kept_and_filtered_by_port_mode() {
 
 #[test]
 fn unicast_and_flooding_stay_in_their_vlan_and_learning_is_per_vlan() {
-    // The same station address M in VLAN 10 (on a10) and in VLAN 20 (on a20).
+    // The same station address M in VLAN 10 (on a10) and in VLAN 20 (on a20); X on trunk t
+    // in both.
     let (m, x, y, z, u) = (mac(0x4d), mac(0x58), mac(0x59), mac(0x5a), mac(0x55));
+    let (c, w) = (mac(0x5b), mac(0x5c));
     let mcast = [0x01, 0x00, 0x5e, 0x00, 0x00, 0x01];
     let f1 = f(BROADCAST, m, 1); // a10: M in VLAN 10
     let f8 = f(m, z, 8); // b10: to M in VLAN 10
@@ -155,6 +157,9 @@ fn unicast_and_flooding_stay_in_their_vlan_and_learning_is_per_vlan() {
     let f4 = f(m, x, 4); // t, VID 20: to M in VLAN 20
     let f5 = f(u, x, 5); // t, VID 10: unknown unicast, flooded in VLAN 10 only
     let f6 = f(mcast, x, 6); // t, VID 20: multicast, flooded in VLAN 20 only
+    let f9 = f(x, c, 9); // c10 (access 10): to X, known on t: pushed as VID 10
+    let f10 = f(x, w, 10); // n, VID 10 PCP 2: to X on t: kept, PCP too
+    let f11 = f(x, w, 11); // n, untagged (native 20): to X on t: pushed as VID 20
     let ports = [
         PcapPort::new("a10", ACCESS10, vec![f1.clone()]),
         PcapPort::new("b10", ACCESS10, vec![f8.clone()]),
@@ -170,17 +175,44 @@ fn unicast_and_flooding_stay_in_their_vlan_and_learning_is_per_vlan() {
                 tagged(&f6, 0, 20),
             ],
         ),
+        PcapPort::new("c10", ACCESS10, vec![f9.clone()]),
+        PcapPort::new(
+            "n",
+            "vlan_mode = \"trunk\"\ntrunks = [10, 20]\nnative_vlan = 20",
+            vec![tagged(&f10, 2, 10), f11.clone()],
+        ),
     ];
     let r = run_pcap_config("", &ports, 2.0);
     assert_frames("a10", r.out("a10"), &[f8.clone(), f3.clone(), f5.clone()]);
     assert_frames("b10", r.out("b10"), &[f1.clone(), f5.clone()]);
+    assert_frames("c10", r.out("c10"), &[f1.clone(), f5.clone()]);
     assert_frames("a20", r.out("a20"), &[f7.clone(), f4.clone(), f6.clone()]);
     assert_frames("b20", r.out("b20"), &[f2.clone(), f6.clone()]);
-    assert_frames("t", r.out("t"), &[tagged(&f1, 0, 10), tagged(&f2, 0, 20)]);
+    assert_frames(
+        "t",
+        r.out("t"),
+        &[
+            tagged(&f1, 0, 10),
+            tagged(&f2, 0, 20),
+            tagged(&f9, 0, 10),
+            tagged(&f10, 2, 10),
+            tagged(&f11, 0, 20),
+        ],
+    );
+    assert_frames(
+        "n",
+        r.out("n"),
+        &[
+            tagged(&f1, 0, 10),
+            f2.clone(),
+            tagged(&f5, 0, 10),
+            f6.clone(),
+        ],
+    );
     let fdb = &r.stats["fdb"];
     assert_eq!(fdb["moved"], 0, "M in VLAN 20 is not M in VLAN 10: {fdb}");
-    // M@10, M@20, Z@10, Y@20, X@10, X@20.
-    assert_eq!(fdb["entries"], 6, "{fdb}");
+    // M@10, M@20, Z@10, Y@20, X@10, X@20, C@10, W@10, W@20.
+    assert_eq!(fdb["entries"], 9, "{fdb}");
 }
 
 #[test]
