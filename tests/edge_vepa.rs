@@ -24,18 +24,24 @@ impl Edge {
     /// Starts the switch in `mode` ("veb" or "vepa") with VMs vm1..vm3 (10.99.0.1-3) and an
     /// uplink enslaved to a Linux bridge with hairpin on or off.
     fn start(mode: &str, hairpin: bool) -> Edge {
+        Self::start_with(mode, hairpin, ["", "", ""], "")
+    }
+
+    /// The same, with extra config lines for each VM's port and for the uplink.
+    fn start_with(mode: &str, hairpin: bool, vm_config: [&str; 3], uplink_config: &str) -> Edge {
         let id = std::process::id() % 100_000;
         let vm_ifs: Vec<String> = (1..=3).map(|i| format!("pea{id}v{i}")).collect();
         let uplink = format!("pea{id}up");
         let mut toml = format!("[bridge]\nmode = \"{mode}\"\n\n");
         for (i, ifname) in vm_ifs.iter().enumerate() {
             toml.push_str(&format!(
-                "[[ports]]\nname = \"vm{}\"\ndevargs = \"net_tap{i},iface={ifname}\"\n\n",
-                i + 1
+                "[[ports]]\nname = \"vm{}\"\ndevargs = \"net_tap{i},iface={ifname}\"\n{}\n\n",
+                i + 1,
+                vm_config[i]
             ));
         }
         toml.push_str(&format!(
-            "[[ports]]\nname = \"uplink\"\ndevargs = \"net_tap3,iface={uplink}\"\nrole = \"uplink\"\n"
+            "[[ports]]\nname = \"uplink\"\ndevargs = \"net_tap3,iface={uplink}\"\nrole = \"uplink\"\n{uplink_config}\n"
         ));
         let config = ConfigFile::new(&toml);
         let mut sw = Switch::start(&config.args());
@@ -239,4 +245,110 @@ fn vepa_reflected_floods_reach_every_other_vm_once_and_never_the_sender() {
         assert_eq!(n(&got[1]), 1, "{kind}: reached vm2 {} times", n(&got[1]));
         assert_eq!(n(&got[2]), 1, "{kind}: reached vm3 {} times", n(&got[2]));
     }
+}
+
+#[test]
+fn vepa_with_vlans_reflects_only_within_the_vlan() {
+    // vm1 and vm2 in VLAN 10, vm3 in VLAN 20; the uplink a trunk of both. The Linux bridge
+    // is VLAN-unaware: it reflects the tagged frames as they are.
+    let access = |v: u16| format!("vlan_mode = \"access\"\nvlan = {v}");
+    let (a10, a20) = (access(10), access(20));
+    let e = Edge::start_with(
+        "vepa",
+        true,
+        [&a10, &a10, &a20],
+        "vlan_mode = \"trunk\"\ntrunks = [10, 20]",
+    );
+    let (ok, text) = e.ping(0, 1, 3);
+    assert!(ok && text.contains("3 received"), "same VLAN: {text}");
+    assert!(!text.contains("DUP"), "{text}");
+    let (ok, text) = e.ping(0, 2, 2);
+    assert!(!ok && text.contains("0 received"), "across VLANs: {text}");
+
+    let bc = frame(BROADCAST, mac(0x52), 100, 0x7101);
+    let caps: Vec<RawCapture> = (0..3)
+        .map(|i| RawCapture::start(Some(&e.vms[i]), &e.vm_ifs[i], 2.0))
+        .collect();
+    let up = RawCapture::start(Some(&e.bridge), &e.uplink, 2.0);
+    raw_send(
+        Some(&e.vms[0]),
+        &e.vm_ifs[0],
+        1,
+        0,
+        std::slice::from_ref(&bc),
+    );
+    let got: Vec<Vec<Vec<u8>>> = caps.into_iter().map(RawCapture::frames).collect();
+    let up = up.frames();
+    let on_uplink: Vec<&Vec<u8>> = up.iter().filter(|f| f[6..12] == bc[6..12]).collect();
+    assert_eq!(
+        on_uplink,
+        vec![&tagged(&bc, 0, 10)],
+        "up the uplink once, tagged VID 10: {:?}",
+        describe(&up)
+    );
+    let n = |g: &[Vec<u8>]| g.iter().filter(|x| **x == bc).count();
+    assert_eq!(n(&got[0]), 0, "back to its sender vm1");
+    assert_eq!(
+        n(&got[1]),
+        1,
+        "vm2 (VLAN 10), untagged, once: {:?}",
+        describe(&got[1])
+    );
+    assert_eq!(
+        got[2].iter().filter(|x| x[6..12] == bc[6..12]).count(),
+        0,
+        "vm3 is in VLAN 20: {:?}",
+        describe(&got[2])
+    );
+}
+
+/// VEPA frame by frame on net_pcap ports: the uplink's input plays the adjacent switch,
+/// reflecting some of what the VMs sent.
+#[test]
+fn vepa_sends_vm_frames_up_and_delivers_reflections_by_the_table() {
+    let (a, b, c, ext) = (mac(0xa), mac(0xb), mac(0xc), mac(0xe));
+    let g1 = frame(BROADCAST, a, 60, 1); // vm1
+    let g2 = frame(b, a, 60, 2); // vm1 -> vm2 (B not known yet)
+    let g3 = frame(BROADCAST, b, 60, 3); // vm2
+    let g4 = frame(a, b, 60, 4); // vm2 -> vm1 (A known on vm1: still up)
+    let g5 = frame(a, c, 60, 5); // vm3 -> vm1
+    let g6 = frame(BROADCAST, ext, 60, 6); // a host beyond the uplink
+    let g7 = frame(a, ext, 60, 7); // to A: A did not move to the uplink
+    let g8 = frame(mac(0x7e), a, 60, 8); // unknown unicast from A, reflected
+    let ports = [
+        PcapPort::new("vm1", "", vec![g1.clone(), g2.clone()]),
+        PcapPort::new("vm2", "", vec![g3.clone(), g4.clone()]),
+        PcapPort::new("vm3", "", vec![g5.clone()]),
+        PcapPort::new(
+            "up",
+            "role = \"uplink\"",
+            vec![
+                g1.clone(),
+                g2.clone(),
+                g4.clone(),
+                g6.clone(),
+                g7.clone(),
+                g8.clone(),
+            ],
+        ),
+    ];
+    let r = run_pcap_config("[bridge]\nmode = \"vepa\"\n", &ports, 2.0);
+    assert_frames(
+        "up",
+        r.out("up"),
+        &[g1.clone(), g2.clone(), g3.clone(), g4.clone(), g5.clone()],
+    );
+    assert_frames("vm1", r.out("vm1"), &[g4.clone(), g6.clone(), g7.clone()]);
+    assert_frames(
+        "vm2",
+        r.out("vm2"),
+        &[g1.clone(), g2.clone(), g6.clone(), g8.clone()],
+    );
+    assert_frames("vm3", r.out("vm3"), &[g1.clone(), g6.clone(), g8.clone()]);
+    assert_eq!(r.stats["fdb"]["moved"], 0, "{}", r.stats["fdb"]);
+    assert_eq!(
+        r.stats["fdb"]["entries"], 3,
+        "A, B, C; the uplink learns nothing: {}",
+        r.stats["fdb"]
+    );
 }
