@@ -215,6 +215,67 @@ fn storm_control_holds_each_kind_to_its_rate() {
 }
 
 #[test]
+fn storm_control_holds_a_vepa_vm_port_to_its_rates_on_the_way_up() {
+    // In VEPA a VM's floods go up the uplink instead of out of the local ports; its storm
+    // limits hold all the same, for unknown unicast as for broadcast. The uplink is a tap
+    // whose kernel side counts what arrives (no pcap: unlimited, that would be gigabytes).
+    let id = std::process::id() % 100_000;
+    let uplink = format!("pes{id}up");
+    let dir = tempfile::tempdir().unwrap();
+    let input = |name: &str, fr: Vec<u8>| {
+        let p = dir.path().join(name);
+        write_pcap(&p, &[fr]);
+        p.display().to_string()
+    };
+    let ib = input("b.pcap", f(BROADCAST, mac(0x75), 1));
+    let iu = input("u.pcap", f(mac(0x7f), mac(0x76), 3)); // 02:..:7f never sends: unknown
+    let empty = dir.path().join("empty.pcap");
+    write_pcap(&empty, &[]);
+    // One VM sends, the other's input is empty. (Never infinite_rx on an empty pcap: DPDK
+    // 22.11's net_pcap then allocates a burst of mbufs per poll and never frees them.)
+    let sending = |p: &str| format!("{p},infinite_rx=1");
+    let idle = empty.display().to_string();
+    let toml = |ib: &str, iu: &str| {
+        format!(
+            "[bridge]\nmode = \"vepa\"\n\n\
+             [[ports]]\nname = \"vm1\"\ndevargs = \"net_pcap0,rx_pcap={ib}\"\n\
+             storm_control = {{ broadcast_pps = 1000 }}\n\n\
+             [[ports]]\nname = \"vm2\"\ndevargs = \"net_pcap1,rx_pcap={iu}\"\n\
+             storm_control = {{ unknown_unicast_pps = 500 }}\n\n\
+             [[ports]]\nname = \"up\"\ndevargs = \"net_tap0,iface={uplink}\"\nrole = \"uplink\"\n"
+        )
+    };
+    for (kind, config, want) in [
+        ("broadcast", toml(&sending(&ib), &idle), 1000.0),
+        ("unknown unicast", toml(&idle, &sending(&iu)), 500.0),
+    ] {
+        let config = ConfigFile::new(&config);
+        let mut sw = Switch::start(&config.args());
+        sw.wait_ready();
+        wait_for_iface(&uplink, Duration::from_secs(10));
+        let ns = Netns::new(&format!("pmdsw{id}up")).without_ipv6();
+        sh(&format!("ip link set {uplink} netns {}", ns.name));
+        sh(&ns.exec(&format!("ip link set {uplink} up")));
+        std::thread::sleep(Duration::from_secs(1));
+        let (n0, t0) = (
+            iface_counter(Some(&ns), &uplink, "rx_packets"),
+            std::time::Instant::now(),
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        let (n1, t1) = (
+            iface_counter(Some(&ns), &uplink, "rx_packets"),
+            std::time::Instant::now(),
+        );
+        sw.signal(nix::sys::signal::Signal::SIGTERM);
+        let (done, _) = sw.wait(Duration::from_secs(30));
+        assert!(done.status.success(), "{}", done.output);
+        let rate = (n1 - n0) as f64 / (t1 - t0).as_secs_f64();
+        assert_within(&format!("VEPA {kind} pps up the uplink"), rate, want);
+        drop(ns);
+    }
+}
+
+#[test]
 fn storm_control_limits_broadcast_from_a_raw_socket() {
     // A host sends 4000 broadcasts a second for 5 s through a tap limited to 1000 a second.
     let id = std::process::id() % 100_000;
