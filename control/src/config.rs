@@ -139,6 +139,7 @@ struct PortModel {
     role: Option<RoleModel>,
     allowed_macs: Option<Vec<String>>,
     max_macs: Option<u32>,
+    enabled: Option<bool>,
     bpdu_guard: Option<bool>,
     bpdu_guard_shutdown: Option<bool>,
     storm_control: Option<StormModel>,
@@ -197,6 +198,8 @@ pub struct PortSpec {
     pub if_index: u32,
     /// VLANs, role, port security, storm control and policing.
     pub policy: PortPolicy,
+    /// Administratively up (false: the port drops everything, as if shut down).
+    pub enabled: bool,
     /// Where the port was defined, for messages.
     pub origin: String,
 }
@@ -243,6 +246,20 @@ pub struct StaticEntry {
     pub vlan: u16,
     /// The address.
     pub mac: MacAddr,
+}
+
+/// A configuration's source: the file's table (edited by runtime changes) and the `--port`
+/// flags.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file read at start (and by config/reload).
+    pub file: Option<PathBuf>,
+    /// Its contents, with runtime changes applied.
+    pub table: toml::Table,
+    /// `--port NAME=DEVARGS` flags still in force.
+    pub flags: Vec<String>,
+    /// Named in errors: the file, or the runtime command that changed it.
+    pub origin: String,
 }
 
 /// A validated configuration.
@@ -317,17 +334,52 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
 impl Config {
     /// Reads `file` (if any), adds the `--port NAME=DEVARGS` flags, and validates the whole.
     pub fn load(file: Option<&Path>, port_flags: &[String]) -> Result<Config, ConfigError> {
-        let (model, origin) = match file {
+        Self::load_with_source(file, port_flags).map(|(c, _)| c)
+    }
+
+    /// [`Config::load`], also returning the source as a TOML table, to be edited at runtime.
+    pub fn load_with_source(
+        file: Option<&Path>,
+        port_flags: &[String],
+    ) -> Result<(Config, Source), ConfigError> {
+        let (model, origin, table) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                (Self::parse_model(&text, path)?, path.display().to_string())
+                let model = Self::parse_model(&text, path)?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+                (model, path.display().to_string(), table)
             }
-            None => (FileModel::default(), "defaults".to_owned()),
+            None => (
+                FileModel::default(),
+                "defaults".to_owned(),
+                toml::Table::new(),
+            ),
         };
-        Self::from_model(model, &origin, port_flags)
+        let config = Self::from_model(model, &origin, port_flags)?;
+        let source = Source {
+            file: file.map(Path::to_owned),
+            table,
+            flags: port_flags.to_vec(),
+            origin,
+        };
+        Ok((config, source))
+    }
+
+    /// Validates an edited source (a runtime change), naming `what` changed it in errors.
+    pub fn from_source(source: &Source) -> Result<Config, ConfigError> {
+        let model: FileModel = toml::Value::Table(source.table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: PathBuf::from(&source.origin),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        Self::from_model(model, &source.origin, &source.flags)
     }
 
     /// Parses and validates TOML text (as if read from `path`), plus `--port` flags.
@@ -727,6 +779,7 @@ impl Config {
         let policy = Self::policy(&origin, &p.name, &p)?;
         Ok(PortSpec {
             policy,
+            enabled: p.enabled.unwrap_or(true),
             name: p.name,
             devargs: p.devargs.trim().to_owned(),
             rx_queues,
@@ -948,6 +1001,114 @@ impl Config {
                 e.egress_burst,
             )?,
         })
+    }
+}
+
+/// Parses a value typed by an operator (`vlan=10`, `trunks=[10,20]`, `role=uplink`): TOML if it
+/// is TOML, a string otherwise.
+pub fn parse_value(text: &str) -> toml::Value {
+    let text = text.trim();
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+impl Source {
+    fn ports_mut(&mut self) -> &mut Vec<toml::Value> {
+        let ports = self
+            .table
+            .entry("ports")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if !ports.is_array() {
+            *ports = toml::Value::Array(Vec::new());
+        }
+        match ports {
+            toml::Value::Array(a) => a,
+            _ => unreachable!("made an array above"),
+        }
+    }
+
+    /// Moves a port given by a `--port` flag into the table, so it can be edited there.
+    fn adopt_flag(&mut self, name: &str) {
+        let Some(i) = self
+            .flags
+            .iter()
+            .position(|f| f.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+        else {
+            return;
+        };
+        let flag = self.flags.remove(i);
+        let (n, d) = flag.split_once('=').unwrap_or((name, ""));
+        self.add_port(n.trim(), d.trim());
+    }
+
+    /// Adds a port (at the end).
+    pub fn add_port(&mut self, name: &str, devargs: &str) {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), toml::Value::String(name.to_owned()));
+        t.insert("devargs".into(), toml::Value::String(devargs.to_owned()));
+        self.ports_mut().push(toml::Value::Table(t));
+    }
+
+    /// Removes a port by name. False if there is none.
+    pub fn remove_port(&mut self, name: &str) -> bool {
+        self.adopt_flag(name);
+        let ports = self.ports_mut();
+        let before = ports.len();
+        ports.retain(|p| p.get("name").and_then(toml::Value::as_str) != Some(name));
+        ports.len() != before
+    }
+
+    /// Sets (or, with an empty value, removes) `key` of port `name`; a dotted key reaches into
+    /// a sub-table (`storm_control.broadcast_pps`). False if there is no such port.
+    pub fn set_port(&mut self, name: &str, key: &str, value: &str) -> bool {
+        self.adopt_flag(name);
+        let Some(toml::Value::Table(t)) = self
+            .ports_mut()
+            .iter_mut()
+            .find(|p| p.get("name").and_then(toml::Value::as_str) == Some(name))
+        else {
+            return false;
+        };
+        set_path(t, key, value);
+        true
+    }
+
+    /// Sets (or removes) `key` of the top-level table `section` (bridge, sflow).
+    pub fn set_in(&mut self, section: &str, key: &str, value: &str) {
+        let t = self
+            .table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !t.is_table() {
+            *t = toml::Value::Table(toml::Table::new());
+        }
+        if let toml::Value::Table(t) = t {
+            set_path(t, key, value);
+        }
+    }
+}
+
+fn set_path(t: &mut toml::Table, key: &str, value: &str) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            let sub = t
+                .entry(head)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !sub.is_table() {
+                *sub = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(sub) = sub {
+                set_path(sub, rest, value);
+            }
+        }
+        None if value.trim().is_empty() => {
+            t.remove(key);
+        }
+        None => {
+            t.insert(key.to_owned(), parse_value(value));
+        }
     }
 }
 

@@ -69,19 +69,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let config = match config::Config::load(args.config.as_deref(), &args.ports) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pmdswitch: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (config, source) =
+        match config::Config::load_with_source(args.config.as_deref(), &args.ports) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("pmdswitch: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let opts = switch::RunOptions {
         duration: args.duration,
         stats_json: args.stats_json,
         stats_interval: (!args.stats_interval.is_zero()).then_some(args.stats_interval),
     };
-    match switch::run(&config, &args.eal, &opts) {
+    match switch::run(&config, source, &args.eal, &opts) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pmdswitch: {e}");

@@ -465,6 +465,11 @@ impl Fdb {
         self.remove_where(|e| port.is_none_or(|p| e.port == p), false)
     }
 
+    /// Removes every entry on `port`, static ones too (the port is going away).
+    pub fn flush_port(&self, port: u16) -> usize {
+        self.remove_where(|e| e.port == port, true)
+    }
+
     /// Adds (or replaces) a static entry: never aged, never moved by learning.
     pub fn add_static(&self, vlan: u16, mac: MacAddr, port: u16) -> Learn {
         let key = self.key(vlan, mac);

@@ -163,6 +163,22 @@ impl Switch {
         }
     }
 
+    /// Waits until `n` log lines in all contain `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log_count(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let count = |log: &[String]| log.iter().filter(|l| l.contains(needle)).count();
+        while count(&self.log) < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                Err(_) => panic!(
+                    "fewer than {n} log lines with {needle:?} within {timeout:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
     /// Waits until a log line contains `needle`; panics with the log after `timeout`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
