@@ -6,12 +6,22 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::sflow::encode::DEFAULT_COLLECTOR_PORT as SFLOW_PORT;
 
-/// Port names: what operators type, and what stats and logs show.
+/// Port and bridge names: what operators type, and what stats and logs show.
 const NAME_MAX: usize = 32;
+/// The bridge's name unless `[bridge] name` says otherwise.
+pub const DEFAULT_BRIDGE: &str = "br0";
+
+/// Whether `s` is a valid port or bridge name.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= NAME_MAX
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
 /// IEEE 802.1Q's range for the ageing time, in seconds.
 pub const AGING_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
 /// Largest MTU that fits one default mbuf (2048 data bytes) with an Ethernet header and two tags.
@@ -56,52 +66,66 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileModel {
     #[serde(default)]
     ports: Vec<PortModel>,
     #[serde(default)]
     bridge: BridgeModel,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sflow: Option<SflowModel>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct SflowModel {
     #[serde(default)]
     collectors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     agent_address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sampling_rate: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     polling_interval: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     header_bytes: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     max_datagram: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct PortModel {
     name: String,
     devargs: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     rx_queues: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     rx_desc: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tx_desc: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sampling_rate: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     if_index: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct BridgeModel {
+    name: String,
     fdb_capacity: usize,
     fdb_aging_secs: u32,
     mtu: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     mbufs: Option<u32>,
 }
 
 impl Default for BridgeModel {
     fn default() -> Self {
         BridgeModel {
+            name: DEFAULT_BRIDGE.to_owned(),
             fdb_capacity: 65_536,
             fdb_aging_secs: 300,
             mtu: 1500,
@@ -145,6 +169,8 @@ impl PortSpec {
 /// Bridge-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
+    /// The bridge's name, as control commands (`fdb/show br0`) name it.
+    pub name: String,
     /// Most MAC table entries.
     pub fdb_capacity: usize,
     /// Seconds after which an address not seen is forgotten.
@@ -262,7 +288,15 @@ impl Config {
         port_flags: &[String],
     ) -> Result<Config, ConfigError> {
         let b = &model.bridge;
+        if !valid_name(&b.name) {
+            return Err(invalid(
+                origin,
+                "bridge.name",
+                format!("{:?} is not a valid bridge name: use 1 to {NAME_MAX} letters, digits, '_', '-' or '.'", b.name),
+            ));
+        }
         let bridge = BridgeSpec {
+            name: b.name.clone(),
             fdb_capacity: check_range(
                 origin,
                 "bridge.fdb_capacity",
@@ -378,6 +412,44 @@ impl Config {
         })
     }
 
+    /// The effective configuration as a config file: every value spelled out, defaults
+    /// included, ports from flags among the others. Loading it gives this configuration back.
+    pub fn to_toml(&self) -> String {
+        let b = &self.bridge;
+        let model = FileModel {
+            ports: self
+                .ports
+                .iter()
+                .map(|p| PortModel {
+                    name: p.name.clone(),
+                    devargs: p.devargs.clone(),
+                    rx_queues: p.rx_queues,
+                    rx_desc: Some(p.rx_desc),
+                    tx_desc: Some(p.tx_desc),
+                    sampling_rate: p.sampling_rate,
+                    if_index: Some(p.if_index),
+                })
+                .collect(),
+            bridge: BridgeModel {
+                name: b.name.clone(),
+                fdb_capacity: b.fdb_capacity,
+                fdb_aging_secs: b.fdb_aging_secs,
+                mtu: b.mtu,
+                mbufs: b.mbufs,
+            },
+            sflow: self.sflow.as_ref().map(|s| SflowModel {
+                collectors: s.collectors.iter().map(|c| c.to_string()).collect(),
+                agent_address: Some(s.agent_address.to_string()),
+                sampling_rate: Some(s.sampling_rate),
+                polling_interval: Some(s.polling_interval),
+                header_bytes: Some(s.header_bytes),
+                max_datagram: Some(s.max_datagram),
+            }),
+        };
+        toml::to_string(&model)
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
+    }
+
     fn sflow(origin: &str, m: SflowModel) -> Result<SflowSpec, ConfigError> {
         let mut collectors = Vec::new();
         for (i, c) in m.collectors.iter().enumerate() {
@@ -456,12 +528,7 @@ impl Config {
         } else {
             format!("{origin}: {field}")
         };
-        let name_ok = !p.name.is_empty()
-            && p.name.len() <= NAME_MAX
-            && p.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !name_ok {
+        if !valid_name(&p.name) {
             return Err(invalid(
                 &origin,
                 "name",
@@ -706,6 +773,37 @@ mod tests {
             &["b=net_null1"],
         );
         assert!(e.contains("if_index") && e.contains("\"a\""), "{e}");
+    }
+
+    #[test]
+    fn bridge_name_is_validated() {
+        let c = load("[bridge]\nname = \"edge-1\"\n", &["a=net_null0"]).unwrap();
+        assert_eq!(c.bridge.name, "edge-1");
+        assert_eq!(load("", &["a=net_null0"]).unwrap().bridge.name, "br0");
+        let e = err("[bridge]\nname = \"b r\"\n", &["a=net_null0"]);
+        assert!(
+            e.contains("bridge.name") && e.contains("valid bridge name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shown_config_loads_back_the_same() {
+        let c = load(
+            "[sflow]\ncollectors = [\"127.0.0.1:6343\", \"[::1]:7000\"]\nagent_address = \"192.0.2.1\"\n[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nrx_queues = 2\n[bridge]\nname = \"edge\"\nmbufs = 4096\n",
+            &["b=net_null1,x=1"],
+        )
+        .unwrap();
+        let text = c.to_toml();
+        let back = load(&text, &[]).unwrap();
+        let strip = |c: &Config| {
+            let mut c = c.clone();
+            for p in &mut c.ports {
+                p.origin.clear();
+            }
+            c
+        };
+        assert_eq!(strip(&back), strip(&c), "{text}");
     }
 
     #[test]

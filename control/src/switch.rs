@@ -15,6 +15,7 @@ use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
 use dataplane::worker::{Sampling, Worker};
 
 use crate::config::{Config, PortSpec};
+use crate::ctl::{self, RxqAssignment};
 use crate::report::{self, Report};
 use crate::sflow::agent::{Agent, AgentPort};
 
@@ -65,6 +66,9 @@ pub enum SwitchError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The control socket or the metrics endpoint could not be set up.
+    #[error(transparent)]
+    Ctl(#[from] ctl::CtlError),
     /// The stats file could not be written.
     #[error("writing the stats file {path}: {source}")]
     StatsFile {
@@ -84,6 +88,8 @@ pub struct RunOptions {
     pub stats_json: Option<PathBuf>,
     /// Log a one-line summary this often (None: never).
     pub stats_interval: Option<Duration>,
+    /// The control socket and the metrics endpoint.
+    pub ctl: ctl::CtlOptions,
 }
 
 /// A started port and what the switch knows of it.
@@ -279,6 +285,7 @@ fn run_with_eal(
             sampling: None,
         })
         .collect();
+    let mut rxqs: Vec<RxqAssignment> = Vec::new(); // for pmd/rxq-show
     for (i, sp) in ports.iter_mut().enumerate() {
         let (rx, tx) = sp
             .port
@@ -289,6 +296,11 @@ fn run_with_eal(
             })?;
         for q in rx {
             let w = (i + usize::from(q.queue())) % nworkers;
+            rxqs.push(RxqAssignment {
+                lcore: workers[w].lcore.0,
+                port: sp.spec.name.clone(),
+                queue: q.queue(),
+            });
             workers[w].rx.push(q);
         }
         for (w, q) in tx.into_iter().enumerate() {
@@ -351,6 +363,7 @@ fn run_with_eal(
         });
     }
 
+    let mut ctl_server = ctl::Server::bind(&opts.ctl)?; // the control socket and /metrics
     let mempool_at_start = pool.in_use();
     let started = Instant::now();
     let mut launched = Vec::new();
@@ -374,8 +387,11 @@ fn run_with_eal(
         opts,
         signals,
         started,
+        pool: &pool,
+        mempool_at_start,
+        rxqs: &rxqs,
     };
-    let aged = control_loop(&ctx, &mut sflow);
+    let aged = control_loop(&ctx, &mut sflow, &mut ctl_server);
 
     stop.store(true, Ordering::Release);
     for &l in &launched {
@@ -437,6 +453,9 @@ struct LoopContext<'a> {
     opts: &'a RunOptions,
     signals: &'a StopSignals,
     started: Instant,
+    pool: &'a Mempool,
+    mempool_at_start: u32,
+    rxqs: &'a [RxqAssignment],
 }
 
 /// The sFlow agent, the control thread's ends of the workers' sample rings, and the buffer
@@ -462,7 +481,11 @@ impl SflowExport {
     }
 }
 
-fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
+fn control_loop(
+    ctx: &LoopContext<'_>,
+    sflow: &mut Option<SflowExport>,
+    ctl_server: &mut ctl::Server,
+) -> u64 {
     let LoopContext {
         ports,
         fdb,
@@ -471,7 +494,23 @@ fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
         opts,
         signals,
         started,
+        pool,
+        mempool_at_start,
+        rxqs,
     } = *ctx;
+    let mut ctl_view = ctl::Context {
+        bridge: &config.bridge.name,
+        ports,
+        fdb,
+        workers: stats,
+        config,
+        pool,
+        mempool_at_start,
+        rxqs,
+        started,
+        aged: 0,
+        sflow: None,
+    };
     let mut aged: u64 = 0;
     let mut last_age_pass = 0u32;
     let mut last_summary = Instant::now();
@@ -481,7 +520,7 @@ fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
         ports.len()
     );
     loop {
-        std::thread::sleep(TICK);
+        ctl_server.wait(TICK); // sleeps a tick, less when a control client is waiting
         if signals.raised() {
             log::info!("stop requested by signal");
             break;
@@ -506,6 +545,10 @@ fn control_loop(ctx: &LoopContext<'_>, sflow: &mut Option<SflowExport>) -> u64 {
         if now != last_age_pass {
             last_age_pass = now;
             aged += fdb.age(now, config.bridge.fdb_aging_secs) as u64;
+        }
+        (ctl_view.aged, ctl_view.sflow) = (aged, sflow.as_ref().map(|e| e.agent.stats()));
+        if ctl_server.poll(&mut ctl_view) == ctl::Flow::Exit {
+            break;
         }
         if let Some(every) = opts.stats_interval {
             if last_summary.elapsed() >= every {
