@@ -281,18 +281,45 @@ fn fdb_show(c: &mut Call<'_, '_>) -> Outcome {
         .map(|id| c.ctx.port_name(u16::try_from(id).unwrap_or(u16::MAX)))
         .collect();
     if c.json {
-        let v: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                let age = if e.is_static {
-                    json!("static")
-                } else {
-                    json!(now.wrapping_sub(e.last_seen))
-                };
-                json!({"port": names[usize::from(e.port)], "vlan": e.vlan, "mac": e.mac.to_string(), "age": age})
-            })
-            .collect();
-        return Ok(pretty(&json!({"bridge": c.ctx.bridge, "entries": v})));
+        // Typed rows, written compactly: a million entries take a fraction of the time and
+        // memory of a tree of JSON values.
+        #[derive(serde::Serialize)]
+        #[serde(untagged)]
+        enum Age {
+            Secs(u32),
+            Static(&'static str),
+        }
+        #[derive(serde::Serialize)]
+        struct Row<'n> {
+            port: &'n str,
+            vlan: u16,
+            mac: String,
+            age: Age,
+        }
+        #[derive(serde::Serialize)]
+        struct Table<'n> {
+            bridge: &'n str,
+            entries: Vec<Row<'n>>,
+        }
+        let table = Table {
+            bridge: c.ctx.bridge,
+            entries: entries
+                .iter()
+                .map(|e| Row {
+                    port: names[usize::from(e.port)],
+                    vlan: e.vlan,
+                    mac: e.mac.to_string(),
+                    age: if e.is_static {
+                        Age::Static("static")
+                    } else {
+                        Age::Secs(now.wrapping_sub(e.last_seen))
+                    },
+                })
+                .collect(),
+        };
+        return serde_json::to_string(&table)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string());
     }
     let mut s = String::with_capacity(40 + entries.len() * 40);
     s.push_str(" port  VLAN  MAC                Age\n");

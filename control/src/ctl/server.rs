@@ -27,6 +27,8 @@ const ACCEPTS_PER_TICK: usize = 16;
 const READ_PER_TICK: usize = 16 * 1024;
 /// Bytes written to one connection per tick (a big reply goes out over several wake-ups).
 const WRITE_PER_TICK: usize = 4 * 1024 * 1024;
+/// A command that keeps the control thread longer than this is logged.
+const SLOW_COMMAND: Duration = Duration::from_millis(100);
 /// Requests served per tick, all connections together.
 const REQUESTS_PER_TICK: usize = 32;
 
@@ -339,7 +341,15 @@ fn serve_ctl(c: &mut Conn, commands: &mut Commands, ctx: &mut Context<'_>) -> Op
         }
         Parsed::Request(req, used) => {
             c.input.drain(..used);
+            let t0 = Instant::now();
             let (mut outcome, flow) = commands.run(&req.method, &req.params, ctx);
+            if t0.elapsed() > SLOW_COMMAND {
+                log::info!(
+                    "control command {} took {:.3} s",
+                    req.method,
+                    t0.elapsed().as_secs_f64()
+                );
+            }
             // As Open vSwitch's unixctl: a non-empty answer ends with a newline.
             let (Ok(s) | Err(s)) = &mut outcome;
             if !s.is_empty() && !s.ends_with('\n') {
