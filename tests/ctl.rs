@@ -180,6 +180,22 @@ fn errors_exit_2_with_the_message() {
         assert_eq!(ours.code, 2, "{args:?}: {ours:?}");
         assert!(ours.stderr.contains(needle), "{args:?}: {ours:?}");
     }
+    // A client that shuts its sending side after the request is still answered, then closed.
+    let mut s = UnixStream::connect(sw.ctl_path()).unwrap();
+    s.write_all(br#"{"id":"a","method":"version","params":[]}"#)
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let (got, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+    let reply: Value = serde_json::from_slice(&got).expect("a reply");
+    assert_eq!(reply["id"], "a");
+    assert!(
+        reply["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("pmdswitch")),
+        "{reply}"
+    );
+    assert!(reply["error"].is_null() && closed, "{reply}");
+
     let missing = std::env::temp_dir().join("pmdswitch-no-such.ctl");
     let mut cmd = std::process::Command::new(bin());
     cmd.arg("ctl").arg("--socket").arg(&missing).arg("version");
@@ -266,29 +282,14 @@ fn fdb_add_makes_a_static_entry_that_traffic_follows() {
         sw.port_counter("s1", "tx_packets") > s1_c + 1000,
         "flooding did not resume"
     );
-    sw.signal(nix::sys::signal::Signal::SIGTERM);
-    let (done, _) = sw.wait(Duration::from_secs(30));
-    assert!(done.status.success(), "{}", done.output);
+    sw.stop();
 }
 
 /// pmd/stats-clear: the figures shown start over, the counters the stats JSON reads do not.
 #[test]
 fn pmd_stats_clear_keeps_a_baseline() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src.pcap");
-    write_pcap(
-        &src,
-        &(0..64)
-            .map(|i| frame(mac(2), mac(1), 60, i))
-            .collect::<Vec<_>>(),
-    );
-    let args = vec![
-        format!(
-            "--port=src=net_pcap0,rx_pcap={},infinite_rx=1",
-            src.display()
-        ),
-        "--port=sink=net_null1,no-rx=1".to_string(),
-    ];
+    let args = endless_source_and_sink(dir.path());
     let mut sw = Switch::start(&args);
     sw.wait_ready();
     std::thread::sleep(Duration::from_millis(500));
@@ -318,9 +319,7 @@ fn pmd_stats_clear_keeps_a_baseline() {
         rx >= before,
         "port counters are not cleared: {rx} < {before}"
     );
-    sw.signal(nix::sys::signal::Signal::SIGTERM);
-    let (done, _) = sw.wait(Duration::from_secs(30));
-    assert!(done.status.success(), "{}", done.output);
+    sw.stop();
 }
 
 /// Reads until the server closes the connection or `timeout` passes; returns what came and
@@ -353,22 +352,9 @@ fn read_until_closed(s: &mut UnixStream, timeout: Duration) -> (Vec<u8>, bool) {
 #[test]
 fn garbage_and_crowds_on_the_socket_do_not_disturb_forwarding() {
     let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("src.pcap");
-    write_pcap(
-        &src,
-        &(0..64)
-            .map(|i| frame(mac(2), mac(1), 60, i))
-            .collect::<Vec<_>>(),
-    );
     let metrics = format!("127.0.0.1:{}", free_tcp_port());
-    let args = vec![
-        format!(
-            "--port=src=net_pcap0,rx_pcap={},infinite_rx=1",
-            src.display()
-        ),
-        "--port=sink=net_null1,no-rx=1".to_string(),
-        format!("--metrics={metrics}"),
-    ];
+    let mut args = endless_source_and_sink(dir.path());
+    args.push(format!("--metrics={metrics}"));
     let mut sw = Switch::start(&args);
     sw.wait_ready();
     let path = sw.ctl_path().to_owned();
@@ -493,9 +479,7 @@ fn garbage_and_crowds_on_the_socket_do_not_disturb_forwarding() {
     assert!(out.stdout.starts_with("pmdswitch "), "{out:?}");
     let rows = sw.appctl(&["fdb/show"]).stdout;
     assert!(rows.contains(&mac_str(1)), "{rows}");
-    sw.signal(nix::sys::signal::Signal::SIGTERM);
-    let (done, _) = sw.wait(Duration::from_secs(30));
-    assert!(done.status.success(), "{}", done.output);
+    sw.stop();
 }
 
 /// A second switch on the socket of a running one is refused with a message naming the path;
@@ -527,7 +511,5 @@ fn socket_in_use_is_refused_and_stale_one_replaced() {
         0,
         "the first switch lost its socket"
     );
-    sw.signal(nix::sys::signal::Signal::SIGTERM);
-    let (done, _) = sw.wait(Duration::from_secs(30));
-    assert!(done.status.success(), "{}", done.output);
+    sw.stop();
 }

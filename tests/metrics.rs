@@ -22,22 +22,9 @@ fn require(tool: &str) {
 
 /// A switch forwarding an endless stream from `src` to `sink`, with /metrics on a free port.
 fn switch_with_metrics(dir: &std::path::Path) -> (Switch, String) {
-    let src = dir.join("src.pcap");
-    write_pcap(
-        &src,
-        &(0..64)
-            .map(|i| frame(mac(2), mac(1), 60, i))
-            .collect::<Vec<_>>(),
-    );
     let addr = format!("127.0.0.1:{}", free_tcp_port());
-    let args = vec![
-        format!(
-            "--port=src=net_pcap0,rx_pcap={},infinite_rx=1",
-            src.display()
-        ),
-        "--port=sink=net_null1,no-rx=1".to_string(),
-        format!("--metrics={addr}"),
-    ];
+    let mut args = endless_source_and_sink(dir);
+    args.push(format!("--metrics={addr}"));
     let mut sw = Switch::start(&args);
     sw.wait_ready();
     (sw, addr)

@@ -257,6 +257,19 @@ impl Switch {
         nix::sys::signal::kill(pid, sig).expect("kill");
     }
 
+    /// Stops the switch with SIGTERM and asserts it exits 0 within 30 s.
+    pub fn stop(self) -> Finished {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let (done, _) = self.wait(Duration::from_secs(30));
+        assert!(
+            done.status.success(),
+            "exit status {}\n{}",
+            done.status,
+            done.output
+        );
+        done
+    }
+
     /// Waits for the switch to exit (killing it after `timeout`) and collects what it left.
     /// Returns the result and how long the exit took.
     pub fn wait(mut self, timeout: Duration) -> (Finished, Duration) {
@@ -599,4 +612,20 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// `--port` flags for an endless source and a sink: `src` replays 64 frames from mac(1) to
+/// mac(2) forever (net_pcap `infinite_rx`, the pcap written in `dir`), `sink` (net_null, no rx)
+/// takes them.
+pub fn endless_source_and_sink(dir: &Path) -> Vec<String> {
+    let src = dir.join("src.pcap");
+    let frames: Vec<Vec<u8>> = (0..64).map(|i| frame(mac(2), mac(1), 60, i)).collect();
+    write_pcap(&src, &frames);
+    vec![
+        format!(
+            "--port=src=net_pcap0,rx_pcap={},infinite_rx=1",
+            src.display()
+        ),
+        "--port=sink=net_null1,no-rx=1".to_string(),
+    ]
 }

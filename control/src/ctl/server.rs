@@ -80,6 +80,8 @@ struct Conn {
     dead: bool,
     /// Bytes arrived (or a request was taken) since the input was last found incomplete.
     unparsed: bool,
+    /// The client has shut its sending side (or the connection broke).
+    peer_done: bool,
 }
 
 impl Conn {
@@ -94,6 +96,7 @@ impl Conn {
             closing: false,
             dead: false,
             unparsed: false,
+            peer_done: false,
         }
     }
 
@@ -257,11 +260,16 @@ impl Server {
             if c.closing || c.dead {
                 continue;
             }
-            if !c.fill(now) {
-                c.dead = true;
+            // A client may shut its side once its request is sent (`socat`, `nc -N`): what it
+            // sent is still answered, then the connection closes.
+            if !c.peer_done && !c.fill(now) {
+                c.peer_done = true;
+            }
+            if !c.unparsed {
+                c.dead |= c.peer_done;
                 continue;
             }
-            if budget == 0 || !c.unparsed {
+            if budget == 0 {
                 continue;
             }
             match c.kind {
@@ -279,9 +287,10 @@ impl Server {
                     }
                 }
             }
-            if c.pending_output() {
-                c.flush(now);
+            if c.peer_done && !c.unparsed {
+                c.closing = true;
             }
+            c.flush(now);
         }
         self.conns
             .retain(|c| !c.dead && now.duration_since(c.last_progress) < IDLE_TIMEOUT);
