@@ -511,5 +511,23 @@ fn socket_in_use_is_refused_and_stale_one_replaced() {
         0,
         "the first switch lost its socket"
     );
+    // A switch that fails on its metrics address leaves no socket behind.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = dir.path().join("other.ctl");
+    let failed = run_for(
+        &[
+            "--port=c=net_null0,no-rx=1".to_string(),
+            format!("--ctl={}", other.display()),
+            format!("--metrics={}", taken.local_addr().unwrap()),
+        ],
+        1.0,
+    );
+    assert!(!failed.status.success(), "{}", failed.output);
+    assert!(
+        failed.output.contains("metrics endpoint"),
+        "{}",
+        failed.output
+    );
+    assert!(!other.exists(), "{} left behind", other.display());
     sw.stop();
 }

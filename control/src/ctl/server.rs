@@ -192,7 +192,7 @@ impl Server {
     /// Creates the socket (its directory too; a stale socket of a dead switch is replaced;
     /// mode 0600) and the metrics listener.
     pub fn bind(opts: &CtlOptions) -> Result<Server, CtlError> {
-        let unix = bind_unix(&opts.socket)?;
+        // The metrics listener first: if it fails, no socket file is left behind.
         let http = match opts.metrics {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -204,6 +204,7 @@ impl Server {
             }
             None => None,
         };
+        let unix = bind_unix(&opts.socket)?;
         log::info!(
             "control socket {} (ovs-appctl -t {0} list-commands)",
             opts.socket.display()
