@@ -12,8 +12,18 @@ use serde::Deserialize;
 
 use crate::sflow::encode::DEFAULT_COLLECTOR_PORT as SFLOW_PORT;
 
-/// Port names: what operators type, and what stats and logs show.
+/// Port and bridge names: what operators type, and what stats and logs show.
 const NAME_MAX: usize = 32;
+/// The bridge's name unless `[bridge] name` says otherwise.
+pub const DEFAULT_BRIDGE: &str = "br0";
+
+/// Whether `s` is a valid port or bridge name.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= NAME_MAX
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
 /// IEEE 802.1Q's range for the ageing time, in seconds.
 pub const AGING_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
 /// Largest MTU that fits one default mbuf (2048 data bytes) with an Ethernet header and two tags.
@@ -152,6 +162,7 @@ struct PortModel {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct BridgeModel {
+    name: String,
     fdb_capacity: usize,
     fdb_aging_secs: u32,
     mtu: u32,
@@ -166,6 +177,7 @@ struct BridgeModel {
 impl Default for BridgeModel {
     fn default() -> Self {
         BridgeModel {
+            name: DEFAULT_BRIDGE.to_owned(),
             fdb_capacity: 65_536,
             fdb_aging_secs: 300,
             mtu: 1500,
@@ -218,6 +230,8 @@ impl PortSpec {
 /// Bridge-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
+    /// The bridge's name, as control commands (`fdb/show br0`) name it.
+    pub name: String,
     /// Most MAC table entries.
     pub fdb_capacity: usize,
     /// Seconds after which an address not seen is forgotten.
@@ -332,12 +346,8 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 impl Config {
-    /// Reads `file` (if any), adds the `--port NAME=DEVARGS` flags, and validates the whole.
-    pub fn load(file: Option<&Path>, port_flags: &[String]) -> Result<Config, ConfigError> {
-        Self::load_with_source(file, port_flags).map(|(c, _)| c)
-    }
-
-    /// [`Config::load`], also returning the source as a TOML table, to be edited at runtime.
+    /// Reads `file` (if any), adds the `--port NAME=DEVARGS` flags, and validates the whole; also
+    /// returns the source as a TOML table, to be edited at runtime.
     pub fn load_with_source(
         file: Option<&Path>,
         port_flags: &[String],
@@ -406,7 +416,15 @@ impl Config {
         port_flags: &[String],
     ) -> Result<Config, ConfigError> {
         let b = &model.bridge;
+        if !valid_name(&b.name) {
+            return Err(invalid(
+                origin,
+                "bridge.name",
+                format!("{:?} is not a valid bridge name: use 1 to {NAME_MAX} letters, digits, '_', '-' or '.'", b.name),
+            ));
+        }
         let bridge = BridgeSpec {
+            name: b.name.clone(),
             fdb_capacity: check_range(
                 origin,
                 "bridge.fdb_capacity",
@@ -711,12 +729,7 @@ impl Config {
         } else {
             format!("{origin}: {field}")
         };
-        let name_ok = !p.name.is_empty()
-            && p.name.len() <= NAME_MAX
-            && p.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !name_ok {
+        if !valid_name(&p.name) {
             return Err(invalid(
                 &origin,
                 "name",
@@ -1015,6 +1028,20 @@ pub fn parse_value(text: &str) -> toml::Value {
 }
 
 impl Source {
+    /// The configuration in force as a config file: the file's contents with runtime changes,
+    /// and ports given by `--port` flags as `[[ports]]` tables. Loading it gives this
+    /// configuration back.
+    pub fn to_toml(&self) -> String {
+        let mut s = self.clone();
+        for flag in self.flags.clone() {
+            if let Some((name, _)) = flag.split_once('=') {
+                s.adopt_flag(name.trim());
+            }
+        }
+        toml::to_string(&s.table)
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
+    }
+
     fn ports_mut(&mut self) -> &mut Vec<toml::Value> {
         let ports = self
             .table
@@ -1155,7 +1182,9 @@ mod tests {
 
     #[test]
     fn flags_alone_are_enough() {
-        let c = Config::load(None, &["a=net_null0".to_string()]).unwrap();
+        let c = Config::load_with_source(None, &["a=net_null0".to_string()])
+            .unwrap()
+            .0;
         assert_eq!(c.ports.len(), 1);
         assert_eq!(c.bridge.fdb_aging_secs, 300);
     }
@@ -1284,6 +1313,50 @@ mod tests {
             &["b=net_null1"],
         );
         assert!(e.contains("if_index") && e.contains("\"a\""), "{e}");
+    }
+
+    #[test]
+    fn bridge_name_is_validated() {
+        let c = load("[bridge]\nname = \"edge-1\"\n", &["a=net_null0"]).unwrap();
+        assert_eq!(c.bridge.name, "edge-1");
+        assert_eq!(load("", &["a=net_null0"]).unwrap().bridge.name, "br0");
+        let e = err("[bridge]\nname = \"b r\"\n", &["a=net_null0"]);
+        assert!(
+            e.contains("bridge.name") && e.contains("valid bridge name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shown_config_loads_back_the_same() {
+        let c = load(
+            "[sflow]\ncollectors = [\"127.0.0.1:6343\", \"[::1]:7000\"]\nagent_address = \"192.0.2.1\"\n[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nrx_queues = 2\n[bridge]\nname = \"edge\"\nmbufs = 4096\n",
+            &["b=net_null1,x=1"],
+        )
+        .unwrap();
+        let flags = vec!["b=net_null1,x=1".to_string()];
+        let (c2, source) = {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("switch.toml");
+            std::fs::write(
+                &f,
+                "[sflow]\ncollectors = [\"127.0.0.1:6343\", \"[::1]:7000\"]\nagent_address = \"192.0.2.1\"\n[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nrx_queues = 2\nvlan = 7\n[bridge]\nname = \"edge\"\nmbufs = 4096\n",
+            )
+            .unwrap();
+            Config::load_with_source(Some(&f), &flags).unwrap()
+        };
+        assert_eq!(c2.ports.len(), c.ports.len());
+        let text = source.to_toml();
+        let back = load(&text, &[]).unwrap();
+        let c = c2;
+        let strip = |c: &Config| {
+            let mut c = c.clone();
+            for p in &mut c.ports {
+                p.origin.clear();
+            }
+            c
+        };
+        assert_eq!(strip(&back), strip(&c), "{text}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
 use dataplane::worker::{BridgeCell, MoveEvent, Sampling, Worker, WorkerCommand};
 
 use crate::config::{Config, PortSpec, Source};
+use crate::ctl::{self, RxqAssignment};
 use crate::edge::{BpduWatch, MoveTracker};
 use crate::report::{self, Report};
 use crate::sflow::agent::{Agent, AgentPort};
@@ -68,6 +69,9 @@ pub enum SwitchError {
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The control socket or the metrics endpoint could not be set up.
+    #[error(transparent)]
+    Ctl(#[from] ctl::CtlError),
     /// The stats file could not be written.
     #[error("writing the stats file {path}: {source}")]
     StatsFile {
@@ -87,6 +91,8 @@ pub struct RunOptions {
     pub stats_json: Option<PathBuf>,
     /// Log a one-line summary this often (None: never).
     pub stats_interval: Option<Duration>,
+    /// The control socket and the metrics endpoint.
+    pub ctl: ctl::CtlOptions,
 }
 
 /// A started port and what the switch knows of it.
@@ -367,8 +373,9 @@ fn run_with_eal(
         commands.push(tx);
     }
 
-    // Hand out the queues: rx queue q of the i-th port goes to worker (i + q) mod n, so the
-    // queues of one port land on different workers; every worker gets a tx queue on every port.
+    let mut rxqs: Vec<RxqAssignment> = Vec::new(); // for pmd/rxq-show
+                                                   // Hand out the queues: rx queue q of the i-th port goes to worker (i + q) mod n, so the
+                                                   // queues of one port land on different workers; every worker gets a tx queue on every port.
     for (i, sp) in ports.iter_mut().enumerate() {
         let (rx, tx) = sp
             .port
@@ -379,6 +386,11 @@ fn run_with_eal(
             })?;
         for q in rx {
             let w = (i + usize::from(q.queue())) % nworkers;
+            rxqs.push(RxqAssignment {
+                lcore: workers[w].lcore.0,
+                port: sp.spec.name.clone(),
+                queue: q.queue(),
+            });
             workers[w].rx.push(q);
         }
         for (w, q) in tx.into_iter().enumerate() {
@@ -418,6 +430,8 @@ fn run_with_eal(
             bpdu: BpduWatch::default(),
         },
         bpdu_shut: Vec::new(),
+        rxqs: Vec::new(),
+        mempool_at_start: 0,
         run_seed,
         pool_seq: 0,
         aged: 0,
@@ -439,7 +453,10 @@ fn run_with_eal(
         log::info!("{statics} static MAC table entries");
     }
 
+    let mut ctl_server = ctl::Server::bind(&opts.ctl)?; // the control socket and /metrics
     let mempool_at_start = pool.in_use();
+    rt.mempool_at_start = mempool_at_start;
+    rt.rxqs = rxqs;
     rt.started = Instant::now();
     let mut launched = Vec::new();
     for w in workers {
@@ -454,7 +471,7 @@ fn run_with_eal(
         launched.push(lcore);
     }
 
-    rt.control_loop(opts, signals);
+    rt.control_loop(opts, signals, &mut ctl_server);
 
     stop.store(true, Ordering::Release);
     for &l in &launched {
@@ -541,7 +558,8 @@ pub struct Runtime {
     workers_u16: u16,
     /// The ports, in configuration order.
     pub ports: Vec<SwitchPort>,
-    pool: Arc<Mempool>,
+    /// The start's mbuf pool.
+    pub pool: Arc<Mempool>,
     /// The MAC table.
     pub fdb: Arc<Fdb>,
     /// The snapshot the workers forward by.
@@ -558,6 +576,10 @@ pub struct Runtime {
     edge: EdgeState,
     /// Ports shut down by bpdu_guard_shutdown (by name) until set enabled again.
     bpdu_shut: Vec<String>,
+    /// Who polls which rx queue (pmd/rxq-show).
+    pub rxqs: Vec<RxqAssignment>,
+    /// Mbufs of the start's pool in use when the workers started.
+    pub mempool_at_start: u32,
     run_seed: u64,
     pool_seq: u32,
     /// Entries aged out so far.
@@ -731,6 +753,11 @@ impl Runtime {
         self.publish_view();
         for q in rx {
             let w = (position + usize::from(q.queue())) % self.nworkers;
+            self.rxqs.push(RxqAssignment {
+                lcore: self.stats[w].lcore(),
+                port: name.clone(),
+                queue: q.queue(),
+            });
             self.send(w, WorkerCommand::AddRx(q));
         }
         self.wait_applied()?;
@@ -767,6 +794,7 @@ impl Runtime {
         }
         self.wait_applied()?;
         let mut sp = self.ports.remove(i);
+        self.rxqs.retain(|q| q.port != name);
         let gone = self.fdb.flush_port(id);
         if let Err(e) = sp.port.close() {
             log::error!("closing port {name}: {e}");
@@ -814,7 +842,11 @@ impl Runtime {
         for (pos, spec) in new.ports.iter().enumerate() {
             match self.ports.iter_mut().find(|p| p.spec.name == spec.name) {
                 Some(sp) => {
-                    if sp.spec != *spec {
+                    let same = PortSpec {
+                        origin: sp.spec.origin.clone(),
+                        ..spec.clone()
+                    } == sp.spec;
+                    if !same {
                         if sp.spec.enabled != spec.enabled || !spec.enabled {
                             self.bpdu_shut.retain(|n| n != &spec.name);
                         }
@@ -915,7 +947,12 @@ impl Runtime {
     }
 
     /// Runs until a stop signal or the duration.
-    fn control_loop(&mut self, opts: &RunOptions, signals: &StopSignals) {
+    fn control_loop(
+        &mut self,
+        opts: &RunOptions,
+        signals: &StopSignals,
+        ctl_server: &mut ctl::Server,
+    ) {
         let mut last_age_pass = 0u32;
         let mut last_summary = Instant::now();
         let mut last_totals = Counters::default();
@@ -924,7 +961,7 @@ impl Runtime {
             self.ports.len()
         );
         loop {
-            std::thread::sleep(TICK);
+            ctl_server.wait(TICK); // sleeps a tick, less when a control client is waiting
             if signals.raised() {
                 log::info!("stop requested by signal");
                 break;
@@ -971,6 +1008,10 @@ impl Runtime {
                 last_age_pass = now;
                 self.aged += self.fdb.age(now, self.config.bridge.fdb_aging_secs) as u64;
                 self.edge.moves.expire(&self.fdb);
+            }
+            if ctl_server.poll(&mut ctl::Context { rt: self }) == ctl::Flow::Exit {
+                log::info!("exit requested on the control socket");
+                break;
             }
             if let Some(every) = opts.stats_interval {
                 if last_summary.elapsed() >= every {

@@ -238,6 +238,14 @@ impl Counters {
         }
     }
 
+    /// What has been counted since `base` (an earlier snapshot of the same counters), for
+    /// readers that show counts from a point on while the workers' counters stay monotonic.
+    pub fn since(&self, base: &Counters) -> Counters {
+        Counters {
+            vals: std::array::from_fn(|i| self.vals[i].saturating_sub(base.vals[i])),
+        }
+    }
+
     /// Copies the tally to the worker's shared block (single writer: plain stores suffice).
     pub fn publish(&self, to: &WorkerStats) {
         for (dst, &v) in to.vals.iter().zip(self.vals.iter()) {

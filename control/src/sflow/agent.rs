@@ -138,11 +138,6 @@ impl Agent {
         Ok(())
     }
 
-    /// The settings in force.
-    pub fn spec(&self) -> &SflowSpec {
-        &self.spec
-    }
-
     /// What the agent did so far.
     pub fn stats(&self) -> AgentStats {
         self.stats
