@@ -119,7 +119,7 @@ def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0, vlans=False):
                         f"sampling_rate = {sflow_rate}\npolling_interval = 20\n")
         st = os.path.join(tmp, "stats.json")
         args = [BIN, "run", "--config", cfg, "--duration", str(secs), "--stats-interval", "1",
-                "--stats-json", st, "--"] + eal("sw")
+                "--stats-json", st, "--ctl", os.path.join(tmp, "ctl.sock"), "--"] + eal("sw")
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(secs * 0.6)
         mem = proc_status(proc.pid)

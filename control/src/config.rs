@@ -12,8 +12,18 @@ use serde::Deserialize;
 
 use crate::sflow::encode::DEFAULT_COLLECTOR_PORT as SFLOW_PORT;
 
-/// Port names: what operators type, and what stats and logs show.
+/// Port and bridge names: what operators type, and what stats and logs show.
 const NAME_MAX: usize = 32;
+/// The bridge's name unless `[bridge] name` says otherwise.
+pub const DEFAULT_BRIDGE: &str = "br0";
+
+/// Whether `s` is a valid port or bridge name.
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= NAME_MAX
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
 /// IEEE 802.1Q's range for the ageing time, in seconds.
 pub const AGING_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
 /// Largest MTU that fits one default mbuf (2048 data bytes) with an Ethernet header and two tags.
@@ -139,6 +149,7 @@ struct PortModel {
     role: Option<RoleModel>,
     allowed_macs: Option<Vec<String>>,
     max_macs: Option<u32>,
+    enabled: Option<bool>,
     bpdu_guard: Option<bool>,
     bpdu_guard_shutdown: Option<bool>,
     storm_control: Option<StormModel>,
@@ -151,6 +162,7 @@ struct PortModel {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct BridgeModel {
+    name: String,
     fdb_capacity: usize,
     fdb_aging_secs: u32,
     mtu: u32,
@@ -165,6 +177,7 @@ struct BridgeModel {
 impl Default for BridgeModel {
     fn default() -> Self {
         BridgeModel {
+            name: DEFAULT_BRIDGE.to_owned(),
             fdb_capacity: 65_536,
             fdb_aging_secs: 300,
             mtu: 1500,
@@ -197,6 +210,8 @@ pub struct PortSpec {
     pub if_index: u32,
     /// VLANs, role, port security, storm control and policing.
     pub policy: PortPolicy,
+    /// Administratively up (false: the port drops everything, as if shut down).
+    pub enabled: bool,
     /// Where the port was defined, for messages.
     pub origin: String,
 }
@@ -215,6 +230,8 @@ impl PortSpec {
 /// Bridge-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeSpec {
+    /// The bridge's name, as control commands (`fdb/show br0`) name it.
+    pub name: String,
     /// Most MAC table entries.
     pub fdb_capacity: usize,
     /// Seconds after which an address not seen is forgotten.
@@ -243,6 +260,20 @@ pub struct StaticEntry {
     pub vlan: u16,
     /// The address.
     pub mac: MacAddr,
+}
+
+/// A configuration's source: the file's table (edited by runtime changes) and the `--port`
+/// flags.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file read at start (and by config/reload).
+    pub file: Option<PathBuf>,
+    /// Its contents, with runtime changes applied.
+    pub table: toml::Table,
+    /// `--port NAME=DEVARGS` flags still in force.
+    pub flags: Vec<String>,
+    /// Named in errors: the file, or the runtime command that changed it.
+    pub origin: String,
 }
 
 /// A validated configuration.
@@ -315,19 +346,50 @@ fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 impl Config {
-    /// Reads `file` (if any), adds the `--port NAME=DEVARGS` flags, and validates the whole.
-    pub fn load(file: Option<&Path>, port_flags: &[String]) -> Result<Config, ConfigError> {
-        let (model, origin) = match file {
+    /// Reads `file` (if any), adds the `--port NAME=DEVARGS` flags, and validates the whole; also
+    /// returns the source as a TOML table, to be edited at runtime.
+    pub fn load_with_source(
+        file: Option<&Path>,
+        port_flags: &[String],
+    ) -> Result<(Config, Source), ConfigError> {
+        let (model, origin, table) = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                     path: path.to_owned(),
                     source,
                 })?;
-                (Self::parse_model(&text, path)?, path.display().to_string())
+                let model = Self::parse_model(&text, path)?;
+                let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string().trim_end().to_owned(),
+                })?;
+                (model, path.display().to_string(), table)
             }
-            None => (FileModel::default(), "defaults".to_owned()),
+            None => (
+                FileModel::default(),
+                "defaults".to_owned(),
+                toml::Table::new(),
+            ),
         };
-        Self::from_model(model, &origin, port_flags)
+        let config = Self::from_model(model, &origin, port_flags)?;
+        let source = Source {
+            file: file.map(Path::to_owned),
+            table,
+            flags: port_flags.to_vec(),
+            origin,
+        };
+        Ok((config, source))
+    }
+
+    /// Validates an edited source (a runtime change), naming `what` changed it in errors.
+    pub fn from_source(source: &Source) -> Result<Config, ConfigError> {
+        let model: FileModel = toml::Value::Table(source.table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: PathBuf::from(&source.origin),
+                message: e.to_string().trim_end().to_owned(),
+            })?;
+        Self::from_model(model, &source.origin, &source.flags)
     }
 
     /// Parses and validates TOML text (as if read from `path`), plus `--port` flags.
@@ -354,7 +416,15 @@ impl Config {
         port_flags: &[String],
     ) -> Result<Config, ConfigError> {
         let b = &model.bridge;
+        if !valid_name(&b.name) {
+            return Err(invalid(
+                origin,
+                "bridge.name",
+                format!("{:?} is not a valid bridge name: use 1 to {NAME_MAX} letters, digits, '_', '-' or '.'", b.name),
+            ));
+        }
         let bridge = BridgeSpec {
+            name: b.name.clone(),
             fdb_capacity: check_range(
                 origin,
                 "bridge.fdb_capacity",
@@ -659,12 +729,7 @@ impl Config {
         } else {
             format!("{origin}: {field}")
         };
-        let name_ok = !p.name.is_empty()
-            && p.name.len() <= NAME_MAX
-            && p.name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-        if !name_ok {
+        if !valid_name(&p.name) {
             return Err(invalid(
                 &origin,
                 "name",
@@ -727,6 +792,7 @@ impl Config {
         let policy = Self::policy(&origin, &p.name, &p)?;
         Ok(PortSpec {
             policy,
+            enabled: p.enabled.unwrap_or(true),
             name: p.name,
             devargs: p.devargs.trim().to_owned(),
             rx_queues,
@@ -951,6 +1017,128 @@ impl Config {
     }
 }
 
+/// Parses a value typed by an operator (`vlan=10`, `trunks=[10,20]`, `role=uplink`): TOML if it
+/// is TOML, a string otherwise.
+pub fn parse_value(text: &str) -> toml::Value {
+    let text = text.trim();
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
+}
+
+impl Source {
+    /// The configuration in force as a config file: the file's contents with runtime changes,
+    /// and ports given by `--port` flags as `[[ports]]` tables. Loading it gives this
+    /// configuration back.
+    pub fn to_toml(&self) -> String {
+        let mut s = self.clone();
+        for flag in self.flags.clone() {
+            if let Some((name, _)) = flag.split_once('=') {
+                s.adopt_flag(name.trim());
+            }
+        }
+        toml::to_string(&s.table)
+            .unwrap_or_else(|e| format!("# cannot show the configuration: {e}\n"))
+    }
+
+    fn ports_mut(&mut self) -> &mut Vec<toml::Value> {
+        let ports = self
+            .table
+            .entry("ports")
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        if !ports.is_array() {
+            *ports = toml::Value::Array(Vec::new());
+        }
+        match ports {
+            toml::Value::Array(a) => a,
+            _ => unreachable!("made an array above"),
+        }
+    }
+
+    /// Moves a port given by a `--port` flag into the table, so it can be edited there.
+    fn adopt_flag(&mut self, name: &str) {
+        let Some(i) = self
+            .flags
+            .iter()
+            .position(|f| f.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+        else {
+            return;
+        };
+        let flag = self.flags.remove(i);
+        let (n, d) = flag.split_once('=').unwrap_or((name, ""));
+        self.add_port(n.trim(), d.trim());
+    }
+
+    /// Adds a port (at the end).
+    pub fn add_port(&mut self, name: &str, devargs: &str) {
+        let mut t = toml::Table::new();
+        t.insert("name".into(), toml::Value::String(name.to_owned()));
+        t.insert("devargs".into(), toml::Value::String(devargs.to_owned()));
+        self.ports_mut().push(toml::Value::Table(t));
+    }
+
+    /// Removes a port by name. False if there is none.
+    pub fn remove_port(&mut self, name: &str) -> bool {
+        self.adopt_flag(name);
+        let ports = self.ports_mut();
+        let before = ports.len();
+        ports.retain(|p| p.get("name").and_then(toml::Value::as_str) != Some(name));
+        ports.len() != before
+    }
+
+    /// Sets (or, with an empty value, removes) `key` of port `name`; a dotted key reaches into
+    /// a sub-table (`storm_control.broadcast_pps`). False if there is no such port.
+    pub fn set_port(&mut self, name: &str, key: &str, value: &str) -> bool {
+        self.adopt_flag(name);
+        let Some(toml::Value::Table(t)) = self
+            .ports_mut()
+            .iter_mut()
+            .find(|p| p.get("name").and_then(toml::Value::as_str) == Some(name))
+        else {
+            return false;
+        };
+        set_path(t, key, value);
+        true
+    }
+
+    /// Sets (or removes) `key` of the top-level table `section` (bridge, sflow).
+    pub fn set_in(&mut self, section: &str, key: &str, value: &str) {
+        let t = self
+            .table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !t.is_table() {
+            *t = toml::Value::Table(toml::Table::new());
+        }
+        if let toml::Value::Table(t) = t {
+            set_path(t, key, value);
+        }
+    }
+}
+
+fn set_path(t: &mut toml::Table, key: &str, value: &str) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            let sub = t
+                .entry(head)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !sub.is_table() {
+                *sub = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(sub) = sub {
+                set_path(sub, rest, value);
+            }
+        }
+        None if value.trim().is_empty() => {
+            t.remove(key);
+        }
+        None => {
+            t.insert(key.to_owned(), parse_value(value));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -994,7 +1182,9 @@ mod tests {
 
     #[test]
     fn flags_alone_are_enough() {
-        let c = Config::load(None, &["a=net_null0".to_string()]).unwrap();
+        let c = Config::load_with_source(None, &["a=net_null0".to_string()])
+            .unwrap()
+            .0;
         assert_eq!(c.ports.len(), 1);
         assert_eq!(c.bridge.fdb_aging_secs, 300);
     }
@@ -1123,6 +1313,50 @@ mod tests {
             &["b=net_null1"],
         );
         assert!(e.contains("if_index") && e.contains("\"a\""), "{e}");
+    }
+
+    #[test]
+    fn bridge_name_is_validated() {
+        let c = load("[bridge]\nname = \"edge-1\"\n", &["a=net_null0"]).unwrap();
+        assert_eq!(c.bridge.name, "edge-1");
+        assert_eq!(load("", &["a=net_null0"]).unwrap().bridge.name, "br0");
+        let e = err("[bridge]\nname = \"b r\"\n", &["a=net_null0"]);
+        assert!(
+            e.contains("bridge.name") && e.contains("valid bridge name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shown_config_loads_back_the_same() {
+        let c = load(
+            "[sflow]\ncollectors = [\"127.0.0.1:6343\", \"[::1]:7000\"]\nagent_address = \"192.0.2.1\"\n[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nrx_queues = 2\n[bridge]\nname = \"edge\"\nmbufs = 4096\n",
+            &["b=net_null1,x=1"],
+        )
+        .unwrap();
+        let flags = vec!["b=net_null1,x=1".to_string()];
+        let (c2, source) = {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("switch.toml");
+            std::fs::write(
+                &f,
+                "[sflow]\ncollectors = [\"127.0.0.1:6343\", \"[::1]:7000\"]\nagent_address = \"192.0.2.1\"\n[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nrx_queues = 2\nvlan = 7\n[bridge]\nname = \"edge\"\nmbufs = 4096\n",
+            )
+            .unwrap();
+            Config::load_with_source(Some(&f), &flags).unwrap()
+        };
+        assert_eq!(c2.ports.len(), c.ports.len());
+        let text = source.to_toml();
+        let back = load(&text, &[]).unwrap();
+        let c = c2;
+        let strip = |c: &Config| {
+            let mut c = c.clone();
+            for p in &mut c.ports {
+                p.origin.clear();
+            }
+            c
+        };
+        assert_eq!(strip(&back), strip(&c), "{text}");
     }
 
     #[test]

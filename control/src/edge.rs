@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use dataplane::fdb::Fdb;
+use dataplane::fdb::{Fdb, Learn};
 use dataplane::forward::BridgeView;
 use dataplane::packet::MacAddr;
 use dataplane::stats::{Counters, PortCounter};
@@ -43,7 +43,7 @@ pub fn install_static(config: &Config, ports: &[(u16, &PortSpec)], fdb: &Fdb) ->
             continue;
         };
         match fdb.add_static(e.vlan, e.mac, *id) {
-            dataplane::fdb::Learn::Learned => n += 1,
+            Learn::Learned | Learn::Known | Learn::Moved { .. } => n += 1,
             other => log::error!(
                 "static entry {} VLAN {} on {}: not installed ({other:?})",
                 e.mac,
@@ -185,7 +185,13 @@ impl MoveTracker {
                 let port = flap.first_port;
                 let mac = MacAddr::from_u64(ev.mac);
                 self.flaps.remove(&(ev.vlan, ev.mac));
-                fdb.add_static(ev.vlan, mac, port);
+                if let Learn::Full | Learn::Contended = fdb.add_static(ev.vlan, mac, port) {
+                    log::error!(
+                        "MAC {mac} in VLAN {}: flapping, but could not be held",
+                        ev.vlan
+                    );
+                    continue;
+                }
                 self.held.insert((ev.vlan, ev.mac), (port, now + self.hold));
                 self.holds += 1;
                 log::warn!(

@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod ctl;
 mod edge;
+mod metrics;
 mod pcap;
 mod report;
 mod sflow;
@@ -26,6 +28,23 @@ struct Cli {
 enum Command {
     /// Start the switch: ports from the config file and --port flags, EAL arguments after `--`.
     Run(RunArgs),
+    /// Send a command to a running switch (like `ovs-appctl -t SOCKET COMMAND ARGS...`).
+    Ctl(CtlArgs),
+}
+
+#[derive(clap::Args)]
+struct CtlArgs {
+    /// The switch's control socket.
+    #[arg(long, value_name = "PATH", default_value = ctl::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Ask for the answer as JSON (appends format=json).
+    #[arg(long)]
+    json: bool,
+    /// The command, e.g. fdb/show (list-commands lists them).
+    command: String,
+    /// Its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -45,6 +64,12 @@ struct RunArgs {
     /// Seconds between one-line stats summaries in the log (0: none).
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     stats_interval: Duration,
+    /// The control socket (OVS unixctl protocol: `ovs-appctl -t PATH` and `pmdswitch ctl` use it).
+    #[arg(long = "ctl", value_name = "PATH", default_value = ctl::DEFAULT_SOCKET)]
+    ctl_socket: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
     /// EAL arguments, e.g. -l 0,1 --no-pci --in-memory --file-prefix sw1
     #[arg(last = true, value_name = "EAL ARGS")]
     eal: Vec<String>,
@@ -65,23 +90,56 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Ctl(args) => ctl_command(args),
+    }
+}
+
+/// `pmdswitch ctl`: exit 0 with the answer on stdout, 2 with the switch's error message on
+/// stderr (as ovs-appctl), 1 when the switch cannot be reached.
+fn ctl_command(args: CtlArgs) -> ExitCode {
+    use std::io::Write;
+    match ctl::client::call(&args.socket, &args.command, &args.args, args.json) {
+        Ok(reply) => match reply.outcome {
+            Ok(text) => {
+                let mut out = std::io::stdout().lock();
+                // A closed pipe (`| head`) is not an error of ours.
+                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprint!("{message}");
+                if !message.ends_with('\n') {
+                    eprintln!();
+                }
+                ExitCode::from(2)
+            }
+        },
+        Err(e) => {
+            eprintln!("pmdswitch ctl: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let config = match config::Config::load(args.config.as_deref(), &args.ports) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("pmdswitch: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let (config, source) =
+        match config::Config::load_with_source(args.config.as_deref(), &args.ports) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("pmdswitch: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        };
     let opts = switch::RunOptions {
         duration: args.duration,
         stats_json: args.stats_json,
         stats_interval: (!args.stats_interval.is_zero()).then_some(args.stats_interval),
+        ctl: ctl::CtlOptions {
+            socket: args.ctl_socket,
+            metrics: args.metrics,
+        },
     };
-    match switch::run(&config, &args.eal, &opts) {
+    match switch::run(&config, source, &args.eal, &opts) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pmdswitch: {e}");

@@ -103,6 +103,36 @@ pub struct WorkerReport {
     pub cycles_per_burst: Quantiles,
 }
 
+impl WorkerReport {
+    /// The figures of one worker's counters and cycles histogram (a snapshot, or the
+    /// difference from a baseline).
+    pub fn new(lcore: u32, c: &Counters, cycles: &hdrhistogram::Histogram<u64>) -> WorkerReport {
+        WorkerReport {
+            lcore,
+            packets: c.get(WorkerCounter::Packets),
+            bursts: c.get(WorkerCounter::Bursts),
+            iterations: c.get(WorkerCounter::Iterations),
+            busy_cycles: c.get(WorkerCounter::BusyCycles),
+            idle_cycles: c.get(WorkerCounter::IdleCycles),
+            cycles_per_packet: c.cycles_per_packet(),
+            unicast: c.get(WorkerCounter::Unicast),
+            flooded: c.get(WorkerCounter::Flooded),
+            flood_copies: c.get(WorkerCounter::FloodCopies),
+            cycles_per_burst: Quantiles::of(cycles),
+        }
+    }
+
+    /// Busy cycles as a share of all cycles, 0 to 1 (0 before the first iteration).
+    pub fn busy_ratio(&self) -> f64 {
+        let all = self.busy_cycles as f64 + self.idle_cycles as f64;
+        if all > 0.0 {
+            self.busy_cycles as f64 / all
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Quantiles of a cycles histogram.
 #[derive(Debug, Serialize)]
 pub struct Quantiles {
@@ -202,19 +232,7 @@ pub fn build(i: Inputs<'_>) -> Report {
         .map(|w| {
             let c = w.snapshot();
             totals.accumulate(&c);
-            WorkerReport {
-                lcore: w.lcore(),
-                packets: c.get(WorkerCounter::Packets),
-                bursts: c.get(WorkerCounter::Bursts),
-                iterations: c.get(WorkerCounter::Iterations),
-                busy_cycles: c.get(WorkerCounter::BusyCycles),
-                idle_cycles: c.get(WorkerCounter::IdleCycles),
-                cycles_per_packet: c.cycles_per_packet(),
-                unicast: c.get(WorkerCounter::Unicast),
-                flooded: c.get(WorkerCounter::Flooded),
-                flood_copies: c.get(WorkerCounter::FloodCopies),
-                cycles_per_burst: Quantiles::of(&w.cycles_per_burst()),
-            }
+            WorkerReport::new(w.lcore(), &c, &w.cycles_per_burst())
         })
         .collect();
     let ports = i

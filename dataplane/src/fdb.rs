@@ -465,11 +465,51 @@ impl Fdb {
         self.remove_where(|e| port.is_none_or(|p| e.port == p), false)
     }
 
-    /// Adds (or replaces) a static entry: never aged, never moved by learning.
+    /// Removes every entry on `port`, static ones too (the port is going away).
+    pub fn flush_port(&self, port: u16) -> usize {
+        self.remove_where(|e| e.port == port, true)
+    }
+
+    /// Adds (or replaces) a static entry: never aged, never moved by learning. An address
+    /// already learned is made static where it stands (no window in which a worker could learn
+    /// it again); the answer says whether it was new (`Learned`), moved (`Moved`), or already
+    /// there (`Known`). Control thread only.
     pub fn add_static(&self, vlan: u16, mac: MacAddr, port: u16) -> Learn {
-        let key = self.key(vlan, mac);
-        self.remove_where(|e| e.vlan == vlan & VLAN_MASK && e.mac == mac, true);
-        self.insert(&key, port, self.now(), STATIC)
+        let fk = self.key(vlan, mac);
+        for _ in 0..1000 {
+            if let Some((b, i, k, _)) = self.find(&fk) {
+                let bucket = &self.buckets[b];
+                // The flag first: a worker that reads the key from now on never writes the
+                // value; one that read it before fails its value CAS against ours below.
+                if k & STATIC == 0
+                    && bucket.keys[i]
+                        .compare_exchange(k, k | STATIC, Ordering::SeqCst, Ordering::Relaxed)
+                        .is_err()
+                {
+                    continue;
+                }
+                let v = bucket.vals[i].load(Ordering::Acquire);
+                let old = val_port(v);
+                let new = make_val(port, val_gen(v), self.now());
+                if bucket.vals[i]
+                    .compare_exchange(v, new, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                if old == port {
+                    return Learn::Known;
+                }
+                self.count(old, false);
+                self.count(port, true);
+                return Learn::Moved { from: old };
+            }
+            match self.insert(&fk, port, self.now(), STATIC) {
+                Learn::Contended => continue,
+                other => return other,
+            }
+        }
+        Learn::Contended
     }
 
     /// Removes the static entry for `(vlan, mac)` if it is on `port`. Returns true if it was.

@@ -309,6 +309,18 @@ impl Default for Ingress {
     }
 }
 
+/// One VLAN's ports, read together for every frame in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C, align(32))]
+struct VlanPorts {
+    /// Ports carrying the VLAN.
+    members: u64,
+    /// Members that forward (not shut down): where frames of the VLAN may go.
+    live: u64,
+    /// Members where the VLAN leaves untagged.
+    untagged: u64,
+}
+
 /// What the decision reads about the port a burst came in on: looked up once per burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IngressCtx {
@@ -364,10 +376,8 @@ pub struct BridgeView {
     policies: Vec<Option<PortPolicy>>,
     /// Per port id: its allowed sources as integers, sorted.
     allowed: Vec<Vec<u64>>,
-    /// Per VLAN: the ports carrying it.
-    members: Box<[u64]>,
-    /// Per VLAN: the ports where it leaves untagged.
-    untagged: Box<[u64]>,
+    /// Per VLAN: which ports carry it, forward, and leave it untagged.
+    vlans: Box<[VlanPorts; VLAN_IDS]>,
     /// Per port id: rx queues it has (rate limits are shared out over them).
     rx_queues: [u16; MAX_BRIDGE_PORTS],
     /// Workers that transmit (egress rate limits are shared out over them).
@@ -399,8 +409,10 @@ impl BridgeView {
             ingress: [Ingress::default(); MAX_BRIDGE_PORTS],
             policies: vec![None; MAX_BRIDGE_PORTS],
             allowed: vec![Vec::new(); MAX_BRIDGE_PORTS],
-            members: vec![0u64; VLAN_IDS].into_boxed_slice(),
-            untagged: vec![0u64; VLAN_IDS].into_boxed_slice(),
+            vlans: vec![VlanPorts::default(); VLAN_IDS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("VLAN_IDS entries"),
             rx_queues: [1; MAX_BRIDGE_PORTS],
             workers: 1,
         };
@@ -415,29 +427,29 @@ impl BridgeView {
             let ing = &mut v.ingress[i];
             match &pol.vlan {
                 VlanMode::Access { vlan } => {
-                    v.members[vid(*vlan)] |= b;
-                    v.untagged[vid(*vlan)] |= b;
+                    v.vlans[vid(*vlan)].members |= b;
+                    v.vlans[vid(*vlan)].untagged |= b;
                     ing.pvid = *vlan & 0x0fff;
                     ing.access = true;
                 }
                 VlanMode::Trunk { trunks, native } => {
                     if trunks.is_empty() {
-                        for m in &mut v.members[1..=usize::from(MAX_VLAN)] {
-                            *m |= b;
+                        for m in &mut v.vlans[1..=usize::from(MAX_VLAN)] {
+                            m.members |= b;
                         }
                     }
                     for t in trunks {
-                        v.members[vid(*t)] |= b;
+                        v.vlans[vid(*t)].members |= b;
                     }
                     match native {
                         Some(n) => {
-                            v.members[vid(*n)] |= b;
-                            v.untagged[vid(*n)] |= b;
+                            v.vlans[vid(*n)].members |= b;
+                            v.vlans[vid(*n)].untagged |= b;
                             ing.pvid = *n & 0x0fff;
                         }
                         None if trunks.is_empty() => {
-                            v.members[0] |= b;
-                            v.untagged[0] |= b;
+                            v.vlans[0].members |= b;
+                            v.vlans[0].untagged |= b;
                             ing.pvid = 0;
                         }
                         None => ing.pvid = NO_VLAN,
@@ -468,7 +480,15 @@ impl BridgeView {
             ing.checks = checks;
             v.policies[i] = Some(pol.clone());
         }
+        v.refresh_live();
         v
+    }
+
+    fn refresh_live(&mut self) {
+        let enabled = self.enabled;
+        for vp in self.vlans.iter_mut() {
+            vp.live = vp.members & enabled;
+        }
     }
 
     /// The same view with `port` shut down (or brought back).
@@ -480,6 +500,7 @@ impl BridgeView {
             } else {
                 v.enabled &= !bit(port);
             }
+            v.refresh_live();
         }
         v
     }
@@ -530,19 +551,19 @@ impl BridgeView {
     /// Ports carrying `vlan`, as a mask.
     #[inline(always)]
     pub fn members(&self, vlan: u16) -> u64 {
-        self.members[usize::from(vlan & 0x0fff)]
+        self.vlans[usize::from(vlan & 0x0fff)].members
     }
 
     /// True when a frame in `vlan` leaves `port` with a tag.
     #[inline(always)]
     pub fn egress_tagged(&self, vlan: u16, port: u16) -> bool {
-        self.untagged[usize::from(vlan & 0x0fff)] & bit(port) == 0
+        self.vlans[usize::from(vlan & 0x0fff)].untagged & bit(port) == 0
     }
 
     /// Ports where `vlan` leaves untagged, as a mask.
     #[inline(always)]
     pub fn untagged(&self, vlan: u16) -> u64 {
-        self.untagged[usize::from(vlan & 0x0fff)]
+        self.vlans[usize::from(vlan & 0x0fff)].untagged
     }
 
     #[inline(always)]
@@ -827,11 +848,11 @@ pub fn decide_prepared(
     } else {
         let action = match fdb.lookup_key(&p.dst_key) {
             Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),
-            Some(q) if !bridge.is_enabled(q) => Action::Drop(DropReason::PortDisabled),
-            Some(q) if bridge.members(vlan) & bit(q) == 0 => {
-                Action::Drop(DropReason::EgressVlanFilter)
+            Some(q) if bridge.vlans[usize::from(vlan & 0x0fff)].live & bit(q) != 0 => {
+                Action::Unicast(q)
             }
-            Some(q) => Action::Unicast(q),
+            Some(q) if !bridge.is_enabled(q) => Action::Drop(DropReason::PortDisabled),
+            Some(_) => Action::Drop(DropReason::EgressVlanFilter),
             None => {
                 return flood(
                     ingress,
@@ -867,7 +888,9 @@ fn kind_limit(ing: &Ingress, limits: &mut impl Limits, port: u16, kind: FloodKin
 #[inline(always)]
 fn to_uplink(bridge: &BridgeView, vlan: u16) -> Action {
     match bridge.uplink {
-        Some(u) if bridge.is_enabled(u) && bridge.members(vlan) & bit(u) != 0 => Action::Unicast(u),
+        Some(u) if bridge.vlans[usize::from(vlan & 0x0fff)].live & bit(u) != 0 => {
+            Action::Unicast(u)
+        }
         _ => Action::Drop(DropReason::NoEgressPort),
     }
 }
@@ -889,7 +912,7 @@ fn flood(
             learn,
         };
     }
-    let mut mask = bridge.members(p.vlan) & bridge.enabled & !bit(ingress);
+    let mut mask = bridge.vlans[usize::from(p.vlan & 0x0fff)].live & !bit(ingress);
     if bridge.mode == BridgeMode::Vepa {
         if let Some(src_port) = fdb.lookup_key(&p.src_key) {
             mask &= !bit(src_port);

@@ -143,6 +143,12 @@ impl Sampler {
         self.seen
     }
 
+    /// Carries the frame count of the sampler this one replaces, so that the sample pool a
+    /// collector sees never goes back when the rate changes.
+    pub fn continue_from(&mut self, previous: &Sampler) {
+        self.seen = previous.seen;
+    }
+
     fn next_skip(&mut self) -> u32 {
         if self.rate == 0 {
             return u32::MAX;

@@ -108,6 +108,8 @@ pub struct WorkerStats {
     /// Cycles per rx burst. The worker records into a histogram of its own and merges it in
     /// here with `try_lock` at housekeeping, so it never waits for a reader.
     cycles_per_burst: Mutex<Histogram<u64>>,
+    /// Commands from the control thread this worker has applied (its reload handshake).
+    applied: AtomicU64,
 }
 
 impl WorkerStats {
@@ -117,7 +119,18 @@ impl WorkerStats {
             lcore,
             vals: std::array::from_fn(|_| AtomicU64::new(0)),
             cycles_per_burst: Mutex::new(cycles_histogram()),
+            applied: AtomicU64::new(0),
         }
+    }
+
+    /// Commands the worker has applied so far.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Records that the worker has applied one more command (the worker alone calls this).
+    pub fn mark_applied(&self) {
+        self.applied.fetch_add(1, Ordering::Release);
     }
 
     /// Merges the worker's private histogram in and empties it, unless a reader holds the lock
@@ -222,6 +235,14 @@ impl Counters {
     pub fn accumulate(&mut self, other: &Counters) {
         for (a, b) in self.vals.iter_mut().zip(other.vals.iter()) {
             *a += b;
+        }
+    }
+
+    /// What has been counted since `base` (an earlier snapshot of the same counters), for
+    /// readers that show counts from a point on while the workers' counters stay monotonic.
+    pub fn since(&self, base: &Counters) -> Counters {
+        Counters {
+            vals: std::array::from_fn(|i| self.vals[i].saturating_sub(base.vals[i])),
         }
     }
 

@@ -46,6 +46,22 @@ pub struct MoveEvent {
     pub to: u16,
 }
 
+/// A change the control thread asks of a worker; applied between poll rounds, acknowledged
+/// through [`WorkerStats::applied`].
+pub enum WorkerCommand {
+    /// Poll this rx queue too.
+    AddRx(RxQueue),
+    /// Send to the queue's port through it.
+    AddTx(TxQueue),
+    /// Stop polling and sending to this port: its queue handles are dropped (a port can be
+    /// closed once every worker has dropped them).
+    RemovePort(u16),
+    /// Sample this port's frames with this sampler (rate 0: not at all).
+    SetSampler(u16, Sampler),
+    /// Nothing: its acknowledgement says the worker forwards by the latest snapshot.
+    Sync,
+}
+
 /// Everything one worker needs, moved onto its lcore.
 pub struct Worker {
     /// The lcore it runs on.
@@ -68,6 +84,8 @@ pub struct Worker {
     pub pool: Arc<Mempool>,
     /// Where MAC moves are reported (None: not reported).
     pub moves: Option<RingProducer<MoveEvent>>,
+    /// Changes from the control thread.
+    pub commands: crossbeam_channel::Receiver<WorkerCommand>,
 }
 
 /// A worker's sFlow sampling: one sampler per port and the ring to the control thread.
@@ -353,6 +371,7 @@ impl Worker {
             mut sampling,
             pool,
             mut moves,
+            commands,
         } = self;
         const { assert!(MAX_PORTS <= 64, "the dirty-port mask is a u64") };
         log::info!(
@@ -569,6 +588,51 @@ impl Worker {
                 stats.merge_cycles(&mut cycles);
                 if stop.load(Ordering::Acquire) {
                     break;
+                }
+                let mut changed = false;
+                while let Ok(cmd) = commands.try_recv() {
+                    // Forward by the latest snapshot from here on: a port removed from it gets
+                    // nothing more from this worker once its handles go.
+                    let current = cache.load();
+                    if !Arc::ptr_eq(current, &published) {
+                        published = Arc::clone(current);
+                        view = Arc::clone(&published);
+                    }
+                    match cmd {
+                        WorkerCommand::AddRx(q) => {
+                            my_queues[q.port().index()] += 1;
+                            rx.push(q);
+                        }
+                        WorkerCommand::AddTx(q) => {
+                            let p = q.port().index();
+                            egress.flush_all(&mut c);
+                            egress.tx[p] = Some(q);
+                        }
+                        WorkerCommand::RemovePort(port) => {
+                            egress.flush_all(&mut c);
+                            rx.retain(|q| q.port().0 != port);
+                            my_queues[usize::from(port) % MAX_PORTS] = 0;
+                            if let Some(slot) = egress.tx.get_mut(usize::from(port)) {
+                                *slot = None;
+                            }
+                        }
+                        WorkerCommand::SetSampler(port, mut sampler) => {
+                            if let Some(s) = sampling.as_mut() {
+                                if let Some(slot) = s.samplers.get_mut(usize::from(port)) {
+                                    sampler.continue_from(slot);
+                                    *slot = sampler;
+                                }
+                            }
+                        }
+                        WorkerCommand::Sync => {}
+                    }
+                    changed = true;
+                    stats.mark_applied();
+                }
+                if changed {
+                    let (m, e) = build_meters(&view, &my_queues);
+                    limits = m;
+                    egress.set_meters(e);
                 }
             }
         }

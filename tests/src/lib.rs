@@ -112,6 +112,7 @@ pub struct Switch {
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
     stats_path: PathBuf,
+    ctl_path: PathBuf,
     _dir: tempfile::TempDir,
     runtime_dir: Option<PathBuf>,
 }
@@ -122,15 +123,32 @@ impl Switch {
         Self::start_with_eal(args, eal_args())
     }
 
-    /// Starts `pmdswitch run ARGS --stats-json F -- EAL` with the given EAL arguments.
+    /// Starts `pmdswitch run ARGS --stats-json F -- EAL` with the given EAL arguments. Unless
+    /// ARGS name one with `--ctl`, the control socket is in the switch's temporary directory
+    /// (so that switches of concurrent test runs never meet at the default path).
     pub fn start_with_eal(args: &[String], eal: Vec<String>) -> Switch {
         let runtime_dir = runtime_dir_of(&eal);
         require_hugepages();
         let dir = tempfile::tempdir().expect("temp dir");
         let stats_path = dir.path().join("stats.json");
+        let mut ctl_path = dir.path().join("pmdswitch.ctl");
+        let mut extra = Vec::new();
+        match args
+            .iter()
+            .position(|a| a == "--ctl" || a.starts_with("--ctl="))
+        {
+            Some(i) => {
+                ctl_path = match args[i].strip_prefix("--ctl=") {
+                    Some(p) => PathBuf::from(p),
+                    None => PathBuf::from(args.get(i + 1).expect("--ctl PATH")),
+                }
+            }
+            None => extra.extend(["--ctl".to_string(), ctl_path.display().to_string()]),
+        }
         let mut cmd = Command::new(bin());
         cmd.arg("run")
             .args(args)
+            .args(&extra)
             .arg("--stats-json")
             .arg(&stats_path)
             .arg("--")
@@ -158,8 +176,25 @@ impl Switch {
             lines: rx,
             log: Vec::new(),
             stats_path,
+            ctl_path,
             _dir: dir,
             runtime_dir,
+        }
+    }
+
+    /// Waits until `n` log lines in all contain `needle`; panics with the log after `timeout`.
+    pub fn wait_for_log_count(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let count = |log: &[String]| log.iter().filter(|l| l.contains(needle)).count();
+        while count(&self.log) < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.log.push(l),
+                Err(_) => panic!(
+                    "fewer than {n} log lines with {needle:?} within {timeout:?}; log:\n{}",
+                    self.log.join("\n")
+                ),
+            }
         }
     }
 
@@ -192,6 +227,41 @@ impl Switch {
         self.wait_for_log("forwarding on", Duration::from_secs(30));
     }
 
+    /// The switch's control socket.
+    pub fn ctl_path(&self) -> &Path {
+        &self.ctl_path
+    }
+
+    /// Runs the stock `ovs-appctl -t SOCKET ARGS...` against this switch.
+    pub fn appctl(&self, args: &[&str]) -> CmdOut {
+        appctl(&self.ctl_path, args)
+    }
+
+    /// Runs `pmdswitch ctl --socket SOCKET ARGS...` against this switch.
+    pub fn ctl(&self, args: &[&str]) -> CmdOut {
+        let mut cmd = Command::new(bin());
+        cmd.arg("ctl")
+            .arg("--socket")
+            .arg(&self.ctl_path)
+            .args(args);
+        CmdOut::of(cmd)
+    }
+
+    /// `pmdswitch ctl --json ARGS...`, which must succeed, parsed.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ctl(&a);
+        assert_eq!(out.code, 0, "pmdswitch ctl {args:?}: {out:?}");
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("pmdswitch ctl --json {args:?}: not JSON ({e}): {out:?}"))
+    }
+
+    /// A port counter as `port/show` reports it now.
+    pub fn port_counter(&self, port: &str, field: &str) -> u64 {
+        port_stat(&self.ctl_json(&["port/show"]), port, field)
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
@@ -201,6 +271,19 @@ impl Switch {
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).expect("pid fits i32"));
         nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// Stops the switch with SIGTERM and asserts it exits 0 within 30 s.
+    pub fn stop(self) -> Finished {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let (done, _) = self.wait(Duration::from_secs(30));
+        assert!(
+            done.status.success(),
+            "exit status {}\n{}",
+            done.status,
+            done.output
+        );
+        done
     }
 
     /// Waits for the switch to exit (killing it after `timeout`) and collects what it left.
@@ -472,6 +555,104 @@ pub fn write_udp_pcap(path: &Path, payloads: &[Vec<u8>], dst_port: u16) {
         })
         .collect();
     write_pcap(path, &frames);
+}
+
+/// What a command printed, and its exit code (-1: killed by a signal).
+#[derive(Debug)]
+pub struct CmdOut {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl CmdOut {
+    /// Runs `cmd` to completion.
+    pub fn of(mut cmd: Command) -> CmdOut {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+        CmdOut {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The stock Open vSwitch client (Debian's openvswitch-common).
+pub const OVS_APPCTL: &str = "/usr/bin/ovs-appctl";
+
+/// Runs `ovs-appctl -t SOCKET ARGS...`.
+pub fn appctl(socket: &Path, args: &[&str]) -> CmdOut {
+    assert!(
+        Path::new(OVS_APPCTL).exists(),
+        "{OVS_APPCTL} not found: install openvswitch-common (scripts/setup.sh does)"
+    );
+    let mut cmd = Command::new(OVS_APPCTL);
+    cmd.arg("-t").arg(socket).args(args);
+    CmdOut::of(cmd)
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// `GET path` over HTTP/1.1 on `addr`: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
+
+/// The value of the sample `series` (a metric name with its labels, as exposed) in a
+/// Prometheus text exposition.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `--port` flags for an endless source and a sink: `src` replays 64 frames from mac(1) to
+/// mac(2) forever (net_pcap `infinite_rx`, the pcap written in `dir`), `sink` (net_null, no rx)
+/// takes them.
+pub fn endless_source_and_sink(dir: &Path) -> Vec<String> {
+    let src = dir.join("src.pcap");
+    let frames: Vec<Vec<u8>> = (0..64).map(|i| frame(mac(2), mac(1), 60, i)).collect();
+    write_pcap(&src, &frames);
+    vec![
+        format!(
+            "--port=src=net_pcap0,rx_pcap={},infinite_rx=1",
+            src.display()
+        ),
+        "--port=sink=net_null1,no-rx=1".to_string(),
+    ]
 }
 
 /// `f` with an IEEE 802.1Q tag (TPID 0x8100, priority `pcp`, DEI 0, VLAN `vid`) inserted after

@@ -113,6 +113,31 @@ impl Agent {
         })
     }
 
+    /// Applies new settings and ports while running. Ports kept keep their sequence numbers
+    /// and sample pools; new ones start afresh; the datagram sequence and uptime go on, so a
+    /// collector sees one agent throughout.
+    pub fn reconfigure(
+        &mut self,
+        spec: SflowSpec,
+        ports: &[AgentPort],
+        workers: usize,
+    ) -> std::io::Result<()> {
+        self.flush();
+        let mut next = Agent::new(spec, ports, workers)?;
+        for (id, slot) in next.ports.iter_mut().enumerate() {
+            if let (Some(new), Some(Some(old))) = (slot.as_mut(), self.ports.get(id)) {
+                new.flow_sequence = old.flow_sequence;
+                new.counter_sequence = old.counter_sequence;
+                new.pool_by_worker = old.pool_by_worker.clone();
+            }
+        }
+        next.started = self.started;
+        next.datagram_sequence = self.datagram_sequence;
+        next.stats = self.stats;
+        *self = next;
+        Ok(())
+    }
+
     /// What the agent did so far.
     pub fn stats(&self) -> AgentStats {
         self.stats
