@@ -352,3 +352,51 @@ fn vepa_sends_vm_frames_up_and_delivers_reflections_by_the_table() {
         r.stats["fdb"]
     );
 }
+
+#[test]
+fn the_mode_changes_at_runtime() {
+    let mut e = Edge::start("veb", false);
+    let hairpin = |e: &Edge, on: &str| {
+        sh(&e
+            .bridge
+            .exec(&format!("bridge link set dev {} hairpin {on}", e.uplink)));
+    };
+    let set_mode = |e: &Edge, mode: &str| {
+        let out =
+            e.sw.as_ref()
+                .expect("running")
+                .ctl(&["bridge/set", &format!("mode={mode}")]);
+        assert_eq!(out.code, 0, "bridge/set mode={mode}: {out:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let (ok, text) = e.ping(0, 1, 3);
+    assert!(ok && text.contains("3 received"), "VEB: {text}");
+
+    set_mode(&e, "vepa");
+    let (ok, text) = e.ping(0, 1, 3);
+    assert!(
+        !ok && text.contains("0 received"),
+        "VEPA, bridge without hairpin: {text}"
+    );
+    hairpin(&e, "on");
+    let (rx0, _) = e.bridge_port_counters();
+    let (ok, text) = e.ping(0, 1, 3);
+    let (rx1, _) = e.bridge_port_counters();
+    assert!(ok && text.contains("3 received"), "VEPA, hairpin: {text}");
+    assert!(rx1 - rx0 >= 6, "through the bridge: rx {rx0} -> {rx1}");
+
+    hairpin(&e, "off");
+    set_mode(&e, "veb");
+    let (m1, m2) = (e.vm_mac(0), e.vm_mac(1));
+    let cap = RawCapture::start(Some(&e.bridge), &e.uplink, 2.5);
+    let (ok, text) = e.ping(0, 1, 3);
+    let up = cap.frames();
+    assert!(ok && text.contains("3 received"), "VEB again: {text}");
+    assert_eq!(
+        unicast_between(&up, m1, m2),
+        0,
+        "VEB again: VM unicast on the uplink: {:?}",
+        describe(&up)
+    );
+    e.stop();
+}
