@@ -789,7 +789,19 @@ impl Config {
             1..=0x00ff_ffff,
             "the sFlow interface index",
         )?;
-        let policy = Self::policy(&origin, &p.name, &p)?;
+        let policy = Self::policy(&origin, &p.name, &p).map_err(|e| match e {
+            // Name the port in every message, not only its position.
+            ConfigError::Invalid {
+                origin,
+                field,
+                message,
+            } if !message.contains(&format!("{:?}", p.name)) => ConfigError::Invalid {
+                origin,
+                field,
+                message: format!("port {:?}: {message}", p.name),
+            },
+            other => other,
+        })?;
         Ok(PortSpec {
             policy,
             enabled: p.enabled.unwrap_or(true),

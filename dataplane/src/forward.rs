@@ -841,10 +841,16 @@ pub fn decide_prepared(
             FloodKind::Multicast
         }
     } else if vepa && !ing.uplink {
-        return Verdict {
-            action: to_uplink(bridge, vlan),
-            learn,
+        // Everything goes up; only storm control needs to know whether the address is known.
+        let action = if ing.checks & CHECK_STORM != 0
+            && fdb.lookup_key(&p.dst_key).is_none()
+            && !limits.storm(ingress, FloodKind::UnknownUnicast)
+        {
+            Action::Drop(DropReason::StormControl)
+        } else {
+            to_uplink(bridge, vlan)
         };
+        return Verdict { action, learn };
     } else {
         let action = match fdb.lookup_key(&p.dst_key) {
             Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),

@@ -428,7 +428,7 @@ impl Worker {
                 egress.now = mark;
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
-                let ctx = view.ingress_ctx(ingress);
+                let mut ctx = view.ingress_ctx(ingress);
                 // Bring every frame's first line in, then work as a pipeline: parse frame
                 // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
                 // the bucket loads overlap without flooding the CPU with outstanding misses.
@@ -565,6 +565,8 @@ impl Worker {
                                     // Rare (once per shutdown): stop here at once; the control
                                     // thread publishes it to every worker.
                                     view = Arc::new(view.with_port_enabled(ingress, false));
+                                    // The rest of this burst is dropped too.
+                                    ctx = view.ingress_ctx(ingress);
                                 }
                             }
                         }
