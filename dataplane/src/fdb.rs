@@ -514,15 +514,32 @@ impl Fdb {
 
     /// Removes the static entry for `(vlan, mac)` if it is on `port`. Returns true if it was.
     pub fn remove_static_on(&self, vlan: u16, mac: MacAddr, port: u16) -> bool {
-        self.remove_where(
-            |e| e.is_static && e.vlan == vlan & VLAN_MASK && e.mac == mac && e.port == port,
-            true,
-        ) > 0
+        self.remove_keyed(vlan, mac, |k, v| k & STATIC != 0 && val_port(v) == port)
     }
 
     /// Removes the entry for `(vlan, mac)`, static or not. Returns true if there was one.
     pub fn remove(&self, vlan: u16, mac: MacAddr) -> bool {
-        self.remove_where(|e| e.vlan == vlan & VLAN_MASK && e.mac == mac, true) > 0
+        self.remove_keyed(vlan, mac, |_, _| true)
+    }
+
+    /// Removes the entry for `(vlan, mac)` if `pred(key word, value)` agrees: found by its
+    /// hash, not by a scan. Control thread only.
+    fn remove_keyed(&self, vlan: u16, mac: MacAddr, pred: impl Fn(u64, u64) -> bool) -> bool {
+        let fk = self.key(vlan, mac);
+        // A worker's refresh or move can change the value between the find and the claim:
+        // look again then.
+        for _ in 0..1000 {
+            let Some((b, i, k, v)) = self.find(&fk) else {
+                return false;
+            };
+            if !pred(k, v) {
+                return false;
+            }
+            if self.remove_slot(b, i, k, |now| pred(k, now)) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Calls `f` for every live entry (a consistent read of each, not a snapshot of the table).

@@ -382,6 +382,8 @@ pub struct BridgeView {
     rx_queues: [u16; MAX_BRIDGE_PORTS],
     /// Workers that transmit (egress rate limits are shared out over them).
     pub workers: u16,
+    /// A VLAN-unaware VEB with no ingress checks: the fast path may skip the edge's work.
+    plain: bool,
 }
 
 #[inline(always)]
@@ -415,6 +417,7 @@ impl BridgeView {
                 .expect("VLAN_IDS entries"),
             rx_queues: [1; MAX_BRIDGE_PORTS],
             workers: 1,
+            plain: mode == BridgeMode::Veb,
         };
         let vid = |x: u16| usize::from(x & 0x0fff);
         for (id, pol) in ports {
@@ -478,6 +481,9 @@ impl BridgeView {
                 checks |= CHECK_STORM;
             }
             ing.checks = checks;
+            if checks != 0 || pol.vlan != VlanMode::default() || pol.max_macs.is_some() {
+                v.plain = false;
+            }
             v.policies[i] = Some(pol.clone());
         }
         v.refresh_live();
@@ -569,6 +575,13 @@ impl BridgeView {
     #[inline(always)]
     fn ingress(&self, port: u16) -> &Ingress {
         &self.ingress[usize::from(port) & (MAX_BRIDGE_PORTS - 1)]
+    }
+
+    /// True for a VLAN-unaware VEB whose ports check nothing at ingress: frames can go through
+    /// [`prepare`] and [`decide_prepared`] with `EDGE = false`, with the same results.
+    #[inline(always)]
+    pub fn is_plain(&self) -> bool {
+        self.plain
     }
 
     /// The facts about `port` every frame of a burst from it needs.
@@ -688,8 +701,15 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// Parses the frame's layer-2 header (as [`L2Header::parse`] does), puts it in its VLAN as
 /// ingress port `ingress` classifies it, and hashes (and prefetches) the table keys it needs.
+/// `EDGE = false` is for a [`BridgeView::is_plain`] view only: it skips what such a view makes
+/// moot and decides the same.
 #[inline(always)]
-pub fn prepare(frame: &[u8], ctx: &IngressCtx, bridge: &BridgeView, fdb: &Fdb) -> Prepared {
+pub fn prepare<const EDGE: bool>(
+    frame: &[u8],
+    ctx: &IngressCtx,
+    bridge: &BridgeView,
+    fdb: &Fdb,
+) -> Prepared {
     let mut p = Prepared::default();
     let (Some(w0), Some(w1)) = (frame.get(0..8), frame.get(4..12)) else {
         return p;
@@ -716,7 +736,16 @@ pub fn prepare(frame: &[u8], ctx: &IngressCtx, bridge: &BridgeView, fdb: &Fdb) -
     p.dst = u64::from_be_bytes(w0.try_into().unwrap_or([0; 8])) >> 16;
     p.src = u64::from_be_bytes(w1.try_into().unwrap_or([0; 8])) & 0xffff_ffff_ffff;
     (p.vlan, p.form) = match p.tci {
+        // A plain view: every port is a trunk of VLANs 1-4094 whose untagged frames are VLAN 0.
+        None if !EDGE => (0, FORM_UNTAGGED),
         None => (ctx.ing.pvid, FORM_UNTAGGED),
+        Some(t) if !EDGE && t.vid() != 0 => {
+            if t.vid() == 0x0fff {
+                (NO_VLAN, FORM_TAGGED)
+            } else {
+                (t.vid(), FORM_TAGGED)
+            }
+        }
         Some(t) if t.vid() != 0 => {
             if ctx.ing.access || bridge.members(t.vid()) & ctx.bit == 0 {
                 (NO_VLAN, FORM_TAGGED)
@@ -752,14 +781,14 @@ pub fn decide(
     now: u32,
 ) -> Verdict {
     let ctx = bridge.ingress_ctx(ingress);
-    let p = prepare(frame, &ctx, bridge, fdb);
-    decide_prepared(&ctx, &p, pkt_len, nb_segs, bridge, fdb, limits, now)
+    let p = prepare::<true>(frame, &ctx, bridge, fdb);
+    decide_prepared::<true>(&ctx, &p, pkt_len, nb_segs, bridge, fdb, limits, now)
 }
 
-/// [`decide`] for a frame [`prepare`]d earlier.
+/// [`decide`] for a frame [`prepare`]d earlier (with the same `EDGE`).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn decide_prepared(
+pub fn decide_prepared<const EDGE: bool>(
     ctx: &IngressCtx,
     p: &Prepared,
     pkt_len: u32,
@@ -800,7 +829,7 @@ pub fn decide_prepared(
     if mac_is_multicast(p.src) {
         return drop(DropReason::SrcMacMulticast);
     }
-    if ing.checks != 0 {
+    if EDGE && ing.checks != 0 {
         if ing.checks & CHECK_BPDU != 0 && p.dst == BPDU_DST {
             return drop(DropReason::BpduGuard);
         }
@@ -815,17 +844,21 @@ pub fn decide_prepared(
             return drop(DropReason::IngressPolicing);
         }
     }
-    let vepa = ctx.vepa;
+    let vepa = EDGE && ctx.vepa;
     // A VEPA never learns from its uplink: reflected frames carry local sources, and every
     // frame of a local port goes to the uplink whatever the table says.
     let learn = if vepa && ing.uplink {
         None
     } else {
-        let l = fdb.learn_key_limited(&p.src_key, ingress, now, ing.max_macs);
-        if l == Learn::Limited {
-            return drop(DropReason::MacLimit);
+        if EDGE {
+            let l = fdb.learn_key_limited(&p.src_key, ingress, now, ing.max_macs);
+            if l == Learn::Limited {
+                return drop(DropReason::MacLimit);
+            }
+            Some(l)
+        } else {
+            Some(fdb.learn_key(&p.src_key, ingress, now))
         }
-        Some(l)
     };
     let vlan = p.vlan;
     let kind = if mac_is_multicast(p.dst) {
@@ -863,16 +896,17 @@ pub fn decide_prepared(
                 return flood(
                     ingress,
                     p,
-                    kind_limit(ing, limits, ingress, FloodKind::UnknownUnicast),
+                    !EDGE || kind_limit(ing, limits, ingress, FloodKind::UnknownUnicast),
                     bridge,
                     fdb,
                     learn,
+                    vepa,
                 )
             }
         };
         return Verdict { action, learn };
     };
-    let allowed = kind_limit(ing, limits, ingress, kind);
+    let allowed = !EDGE || kind_limit(ing, limits, ingress, kind);
     if vepa && !ing.uplink {
         let action = if allowed {
             to_uplink(bridge, vlan)
@@ -881,7 +915,7 @@ pub fn decide_prepared(
         };
         return Verdict { action, learn };
     }
-    flood(ingress, p, allowed, bridge, fdb, learn)
+    flood(ingress, p, allowed, bridge, fdb, learn, vepa)
 }
 
 /// Storm control's verdict on one flooded frame: true when it may go.
@@ -911,6 +945,7 @@ fn flood(
     bridge: &BridgeView,
     fdb: &Fdb,
     learn: Option<Learn>,
+    vepa: bool,
 ) -> Verdict {
     if !allowed {
         return Verdict {
@@ -919,7 +954,7 @@ fn flood(
         };
     }
     let mut mask = bridge.vlans[usize::from(p.vlan & 0x0fff)].live & !bit(ingress);
-    if bridge.mode == BridgeMode::Vepa {
+    if vepa {
         if let Some(src_port) = fdb.lookup_key(&p.src_key) {
             mask &= !bit(src_port);
         }
@@ -1117,7 +1152,7 @@ mod tests {
                 }
             }
             let b = bridge();
-            let p = prepare(&f, &b.ingress_ctx(0), &b, &fdb);
+            let p = prepare::<true>(&f, &b.ingress_ctx(0), &b, &fdb);
             match L2Header::parse(&f) {
                 Ok(h) => {
                     assert_eq!(p.status, Ok(()));
@@ -1389,5 +1424,65 @@ mod tests {
             Action::Drop(DropReason::PortDisabled)
         );
         assert_eq!(run_on(&b, &fdb, 0, &frame(BCAST, A)), Action::Flood(0b100));
+    }
+
+    /// The plain fast path decides exactly as the general one on a plain view: same actions,
+    /// same learning, same VLAN and wire form, frame after frame.
+    #[test]
+    fn the_plain_path_decides_like_the_general_one() {
+        let up = PortPolicy {
+            uplink: true, // an uplink changes nothing in a VEB
+            ..PortPolicy::default()
+        };
+        let b = BridgeView::new(
+            1500,
+            BridgeMode::Veb,
+            &[
+                (0, PortPolicy::default()),
+                (1, up),
+                (2, PortPolicy::default()),
+            ],
+        )
+        .with_port_enabled(2, false);
+        assert!(b.is_plain());
+        assert!(!vlan_bridge().is_plain() && !vepa().is_plain());
+        let (f1, f2) = (Fdb::new(256), Fdb::new(256));
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..50_000 {
+            let pick = |r: u64| -> [u8; 6] {
+                match r % 6 {
+                    0 => BCAST,
+                    1 => [0x01, 0, 0x5e, 0, 0, 1],
+                    2 => [0x01, 0x80, 0xc2, 0, 0, (r >> 8) as u8 & 0xf],
+                    _ => [2, 0, 0, 0, 0, (r >> 8) as u8 % 12],
+                }
+            };
+            let (d, s_) = (pick(next()), pick(next()));
+            let mut f = match next() % 4 {
+                0 => tagged(d, s_, (next() % 0x10000) as u16),
+                1 => tagged(d, s_, (next() % 4) as u16 | 0x2000),
+                _ => frame(d, s_),
+            };
+            if next() % 50 == 0 {
+                f.truncate((next() % 20) as usize);
+            }
+            let ingress = (next() % 3) as u16;
+            let ctx = b.ingress_ctx(ingress);
+            let (p1, p2) = (
+                prepare::<true>(&f, &ctx, &b, &f1),
+                prepare::<false>(&f, &ctx, &b, &f2),
+            );
+            assert_eq!(p1, p2, "{f:02x?}");
+            let len = f.len() as u32;
+            let v1 = decide_prepared::<true>(&ctx, &p1, len, 1, &b, &f1, &mut Unlimited, 0);
+            let v2 = decide_prepared::<false>(&ctx, &p2, len, 1, &b, &f2, &mut Unlimited, 0);
+            assert_eq!(v1, v2, "{f:02x?} from {ingress}");
+        }
     }
 }

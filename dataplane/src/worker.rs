@@ -17,7 +17,7 @@ use crate::dpdk::{
 use crate::fdb::{Fdb, Learn};
 use crate::forward::{
     decide_prepared, mask_ports, prepare, Action, BridgeView, DropReason, FloodKind, Limits,
-    Prepared, RateLimit, FORM_TAGGED, FORM_UNTAGGED,
+    Prepared, RateLimit, FORM_OTHER_TAG, FORM_TAGGED, FORM_UNTAGGED,
 };
 use crate::packet::ethertype;
 use crate::sample::{SampleRecord, SampledOutput, Sampler};
@@ -429,6 +429,8 @@ impl Worker {
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
                 let mut ctx = view.ingress_ctx(ingress);
+                // A VLAN-unaware VEB checking nothing: the same decisions with less work.
+                let plain = view.is_plain();
                 // Bring every frame's first line in, then work as a pipeline: parse frame
                 // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
                 // the bucket loads overlap without flooding the CPU with outstanding misses.
@@ -437,7 +439,11 @@ impl Worker {
                     m.prefetch_data();
                 }
                 for (m, p) in pkts.iter().zip(prepared.iter_mut()).take(LOOKAHEAD) {
-                    *p = prepare(m.data(), &ctx, &view, &fdb);
+                    *p = if plain {
+                        prepare::<false>(m.data(), &ctx, &view, &fdb)
+                    } else {
+                        prepare::<true>(m.data(), &ctx, &view, &fdb)
+                    };
                 }
                 let mut bytes = 0u64;
                 // Which frames of this burst sFlow samples: usually none, found with one compare.
@@ -453,21 +459,38 @@ impl Worker {
                 let mut i = 0;
                 while let Some(m) = pkts.next() {
                     if let Some(ahead) = pkts.ahead(LOOKAHEAD - 1) {
-                        prepared[i + LOOKAHEAD] = prepare(ahead.data(), &ctx, &view, &fdb);
+                        prepared[i + LOOKAHEAD] = if plain {
+                            prepare::<false>(ahead.data(), &ctx, &view, &fdb)
+                        } else {
+                            prepare::<true>(ahead.data(), &ctx, &view, &fdb)
+                        };
                     }
                     let p = &prepared[i];
                     i += 1;
                     bytes += u64::from(m.pkt_len());
-                    let v = decide_prepared(
-                        &ctx,
-                        p,
-                        m.pkt_len(),
-                        m.nb_segs(),
-                        &view,
-                        &fdb,
-                        &mut limits,
-                        now,
-                    );
+                    let v = if plain {
+                        decide_prepared::<false>(
+                            &ctx,
+                            p,
+                            m.pkt_len(),
+                            m.nb_segs(),
+                            &view,
+                            &fdb,
+                            &mut limits,
+                            now,
+                        )
+                    } else {
+                        decide_prepared::<true>(
+                            &ctx,
+                            p,
+                            m.pkt_len(),
+                            m.nb_segs(),
+                            &view,
+                            &fdb,
+                            &mut limits,
+                            now,
+                        )
+                    };
                     if sampled & (1 << (i - 1)) != 0 {
                         if let Some(s) = sampling.as_mut() {
                             let output = match v.action {
@@ -523,11 +546,16 @@ impl Worker {
                     match v.action {
                         Action::Unicast(out) => {
                             c.add(WorkerCounter::Unicast, 1);
-                            let want_tag = view.egress_tagged(vlan, out);
-                            if p.form() == u8::from(want_tag) {
+                            // A plain view sends every frame as it came but priority-tagged ones.
+                            let as_is = if plain {
+                                p.form() != FORM_OTHER_TAG
+                            } else {
+                                p.form() == u8::from(view.egress_tagged(vlan, out))
+                            };
+                            if as_is {
                                 egress.push(out, m, &mut c);
                             } else {
-                                let want = want_tag.then(|| tci_for(p, vlan));
+                                let want = view.egress_tagged(vlan, out).then(|| tci_for(p, vlan));
                                 match into_wire(&pool, m, p.form() != FORM_UNTAGGED, want) {
                                     Some(m) => egress.push(out, m, &mut c),
                                     None => c.drop_one(DropReason::TxFull),
