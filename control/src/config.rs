@@ -1068,18 +1068,39 @@ impl Source {
         }
     }
 
-    /// Moves a port given by a `--port` flag into the table, so it can be edited there.
+    /// Moves the ports given by `--port` flags into the table, in order, once one of them is
+    /// to be edited there (moving one alone would change their order).
     fn adopt_flag(&mut self, name: &str) {
-        let Some(i) = self
+        if !self
             .flags
             .iter()
-            .position(|f| f.split_once('=').is_some_and(|(n, _)| n.trim() == name))
-        else {
+            .any(|f| f.split_once('=').is_some_and(|(n, _)| n.trim() == name))
+        {
             return;
-        };
-        let flag = self.flags.remove(i);
-        let (n, d) = flag.split_once('=').unwrap_or((name, ""));
-        self.add_port(n.trim(), d.trim());
+        }
+        for flag in std::mem::take(&mut self.flags) {
+            let (n, d) = flag.split_once('=').unwrap_or((flag.as_str(), ""));
+            self.add_port(n.trim(), d.trim());
+        }
+    }
+
+    /// Writes down every port's sFlow ifIndex where it is implied by its position, so that
+    /// removing a port does not renumber the ones after it.
+    fn pin_if_indexes(&mut self) {
+        for (pos, p) in self.ports_mut().iter_mut().enumerate() {
+            if let toml::Value::Table(t) = p {
+                t.entry("if_index")
+                    .or_insert_with(|| toml::Value::Integer(pos as i64 + 1));
+            }
+        }
+        let flags = self.flags.clone();
+        if !flags.is_empty() {
+            // Flag ports follow the file's: adopt them to pin theirs too.
+            if let Some((n, _)) = flags[0].split_once('=') {
+                self.adopt_flag(n.trim());
+                self.pin_if_indexes();
+            }
+        }
     }
 
     /// Adds a port (at the end).
@@ -1093,6 +1114,7 @@ impl Source {
     /// Removes a port by name. False if there is none.
     pub fn remove_port(&mut self, name: &str) -> bool {
         self.adopt_flag(name);
+        self.pin_if_indexes();
         let ports = self.ports_mut();
         let before = ports.len();
         ports.retain(|p| p.get("name").and_then(toml::Value::as_str) != Some(name));
@@ -1505,5 +1527,42 @@ mac = "02:00:00:00:00:01"
             e.contains("fdb[0].vlan") && e.contains("does not carry VLAN 7"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn runtime_edits_keep_if_indexes_and_flag_order() {
+        let (c, mut src) = Config::load_with_source(
+            None,
+            &[
+                "a=net_null0".into(),
+                "b=net_null1".into(),
+                "c=net_null2".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.ports.iter().map(|p| p.if_index).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert!(src.remove_port("b"));
+        src.set_port("c", "vlan", "7");
+        let c = Config::from_source(&src).unwrap();
+        let got: Vec<(&str, u32)> = c
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.if_index))
+            .collect();
+        assert_eq!(got, [("a", 1), ("c", 3)], "no renumbering, no reordering");
+        assert_eq!(c.ports[1].policy.vlan, VlanMode::Access { vlan: 7 });
+        src.set_port("c", "vlan", "");
+        src.set_port("c", "storm_control.broadcast_pps", "100");
+        let c = Config::from_source(&src).unwrap();
+        assert_eq!(c.ports[1].policy.vlan, VlanMode::default());
+        assert_eq!(c.ports[1].policy.storm.broadcast_pps, Some(100));
+        assert!(matches!(parse_value("[10, 20]"), toml::Value::Array(_)));
+        assert_eq!(parse_value("uplink"), toml::Value::String("uplink".into()));
+        src.set_port("c", "vlan", "0");
+        let e = Config::from_source(&src).unwrap_err().to_string();
+        assert!(e.contains("\"c\"") && e.contains("vlan"), "{e}");
     }
 }

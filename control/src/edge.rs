@@ -117,6 +117,13 @@ impl MoveTracker {
         }
     }
 
+    /// New damping settings; the history and the addresses held now stay.
+    pub fn set_limits(&mut self, b: &BridgeSpec) {
+        self.threshold = b.mac_flap_moves;
+        self.window = Duration::from_secs(u64::from(b.mac_flap_window_secs));
+        self.hold = Duration::from_secs(u64::from(b.mac_flap_hold_secs));
+    }
+
     /// The recent moves, oldest first.
     pub fn history(&self) -> impl Iterator<Item = &MoveRecord> {
         self.history.iter()

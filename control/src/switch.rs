@@ -543,9 +543,22 @@ pub enum ChangeError {
     /// A port could not be brought up.
     #[error("{0}")]
     Port(#[from] SwitchError),
+    /// Some of the change was made before the rest failed.
+    #[error("{1} (already done: {0}; the rest was not applied)")]
+    Partly(String, Box<ChangeError>),
     /// A worker did not take the change in time.
     #[error("worker on lcore {0} did not acknowledge the change within {1:?}")]
     Stuck(u32, Duration),
+}
+
+/// An apply that failed after changing some things: says which, so "running as before" is
+/// never claimed falsely.
+fn partly(done: Vec<String>, e: ChangeError) -> ChangeError {
+    if done.is_empty() {
+        e
+    } else {
+        ChangeError::Partly(done.join("; "), Box::new(e))
+    }
 }
 
 /// How long a worker may take to acknowledge a change (it looks every ~1024 poll rounds).
@@ -834,8 +847,11 @@ impl Runtime {
             .map(|o| o.name.clone())
             .collect();
         self.config.sflow = new.sflow.clone();
+        let mut added_ports: Vec<String> = Vec::new();
         for name in &gone {
-            self.remove_port(name)?;
+            if let Err(e) = self.remove_port(name) {
+                return Err(partly(done, e));
+            }
             self.bpdu_shut.retain(|n| n != name);
             done.push(format!("removed port {name}"));
         }
@@ -855,7 +871,10 @@ impl Runtime {
                     }
                 }
                 None => {
-                    self.add_port(spec.clone(), pos)?;
+                    if let Err(e) = self.add_port(spec.clone(), pos) {
+                        return Err(partly(done, e));
+                    }
+                    added_ports.push(spec.name.clone());
                     done.push(format!("added port {}", spec.name));
                 }
             }
@@ -868,7 +887,7 @@ impl Runtime {
                 .unwrap_or(usize::MAX)
         });
         if new.bridge != old.bridge {
-            self.edge.moves = MoveTracker::new(&new.bridge);
+            self.edge.moves.set_limits(&new.bridge);
             done.push("changed bridge settings".to_owned());
         }
         self.config = new;
@@ -909,11 +928,12 @@ impl Runtime {
                 done.push(format!("removed static entry {} VLAN {}", e.mac, e.vlan));
             }
         }
+        // New entries, and every entry of a port brought up anew (its entries went with it).
         let added: Vec<_> = self
             .config
             .fdb
             .iter()
-            .filter(|e| !old.fdb.contains(e))
+            .filter(|e| !old.fdb.contains(e) || added_ports.contains(&e.port))
             .cloned()
             .collect();
         if !added.is_empty() {
@@ -937,6 +957,14 @@ impl Runtime {
             log::info!("config: {d}");
         }
         Ok(done)
+    }
+
+    /// Brings a port shut down by its BPDU guard back (it forwards once the snapshot is
+    /// published, by the next apply).
+    pub fn clear_bpdu_shutdown(&mut self, name: &str) -> bool {
+        let before = self.bpdu_shut.len();
+        self.bpdu_shut.retain(|n| n != name);
+        before != self.bpdu_shut.len()
     }
 
     /// Re-reads the configuration file (with the start's --port flags) and applies it.

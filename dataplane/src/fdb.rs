@@ -490,7 +490,9 @@ impl Fdb {
                 }
                 let v = bucket.vals[i].load(Ordering::Acquire);
                 let old = val_port(v);
-                let new = make_val(port, val_gen(v), self.now());
+                // A new generation: the value always changes, so a worker's CAS against the value
+                // it read before the flag fails even when port and time are the same.
+                let new = make_val(port, val_gen(v).wrapping_add(1), self.now());
                 if bucket.vals[i]
                     .compare_exchange(v, new, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()

@@ -815,6 +815,11 @@ pub fn decide_prepared<const EDGE: bool>(
         Err(ParseError::TruncatedVlan) => return drop(DropReason::TruncatedVlan),
     }
     let ing = &ctx.ing;
+    // Before VLAN admission: BPDUs are untagged, and a trunk without a native VLAN (or an
+    // access port, for a tagged one) would otherwise drop them unseen by the guard.
+    if EDGE && ing.checks & CHECK_BPDU != 0 && p.dst == BPDU_DST {
+        return drop(DropReason::BpduGuard);
+    }
     if p.vlan == NO_VLAN {
         let tagged = p.tci.is_some_and(|t| t.vid() != 0);
         return drop(if tagged && ing.access {
@@ -830,9 +835,6 @@ pub fn decide_prepared<const EDGE: bool>(
         return drop(DropReason::SrcMacMulticast);
     }
     if EDGE && ing.checks != 0 {
-        if ing.checks & CHECK_BPDU != 0 && p.dst == BPDU_DST {
-            return drop(DropReason::BpduGuard);
-        }
         if ing.checks & CHECK_ALLOWED != 0
             && bridge.allowed[usize::from(ingress) & (MAX_BRIDGE_PORTS - 1)]
                 .binary_search(&p.src)
@@ -874,16 +876,13 @@ pub fn decide_prepared<const EDGE: bool>(
             FloodKind::Multicast
         }
     } else if vepa && !ing.uplink {
-        // Everything goes up; only storm control needs to know whether the address is known.
-        let action = if ing.checks & CHECK_STORM != 0
-            && fdb.lookup_key(&p.dst_key).is_none()
-            && !limits.storm(ingress, FloodKind::UnknownUnicast)
-        {
-            Action::Drop(DropReason::StormControl)
-        } else {
-            to_uplink(bridge, vlan)
+        // Every unicast goes to the uplink alone: nothing is flooded here, so unknown-unicast
+        // storm control has nothing to hold (and the uplink never learns, so every address
+        // behind it would count as unknown).
+        return Verdict {
+            action: to_uplink(bridge, vlan),
+            learn,
         };
-        return Verdict { action, learn };
     } else {
         let action = match fdb.lookup_key(&p.dst_key) {
             Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),
@@ -1483,6 +1482,66 @@ mod tests {
             let v1 = decide_prepared::<true>(&ctx, &p1, len, 1, &b, &f1, &mut Unlimited, 0);
             let v2 = decide_prepared::<false>(&ctx, &p2, len, 1, &b, &f2, &mut Unlimited, 0);
             assert_eq!(v1, v2, "{f:02x?} from {ingress}");
+        }
+    }
+
+    #[test]
+    fn bpdu_guard_sees_bpdus_before_vlan_admission() {
+        let guarded = |vlan| PortPolicy {
+            vlan,
+            bpdu_guard: true,
+            ..PortPolicy::default()
+        };
+        let b = BridgeView::new(
+            1500,
+            BridgeMode::Veb,
+            &[
+                (
+                    0,
+                    guarded(VlanMode::Trunk {
+                        trunks: vec![5],
+                        native: None,
+                    }),
+                ),
+                (1, guarded(VlanMode::Access { vlan: 5 })),
+            ],
+        );
+        let fdb = Fdb::new(64);
+        let bpdu = [0x01, 0x80, 0xc2, 0, 0, 0];
+        assert_eq!(
+            run_on(&b, &fdb, 0, &frame(bpdu, A)),
+            Action::Drop(DropReason::BpduGuard)
+        );
+        assert_eq!(
+            run_on(&b, &fdb, 1, &tagged(bpdu, A, 7)),
+            Action::Drop(DropReason::BpduGuard)
+        );
+    }
+
+    #[test]
+    fn a_vepa_vm_port_sends_unknown_unicast_up_whatever_its_storm_limit() {
+        let vm = PortPolicy {
+            storm: StormLimits {
+                unknown_unicast_pps: Some(1),
+                ..StormLimits::default()
+            },
+            ..PortPolicy::default()
+        };
+        let up = PortPolicy {
+            uplink: true,
+            ..PortPolicy::default()
+        };
+        let b = BridgeView::new(1500, BridgeMode::Vepa, &[(0, up), (1, vm)]);
+        let fdb = Fdb::new(64);
+        let mut none_left = Counted {
+            police_left: 100,
+            storm_left: 0,
+        };
+        for _ in 0..5 {
+            assert_eq!(
+                decide(1, &frame(B, A), 60, 1, &b, &fdb, &mut none_left, 0).action,
+                Action::Unicast(0)
+            );
         }
     }
 }

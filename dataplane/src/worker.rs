@@ -105,6 +105,8 @@ struct Meters {
     police: Vec<Option<RateMeter>>,
     storm: Vec<[Option<RateMeter>; 3]>,
     now: u64,
+    /// When the meters started (their clocks must never be asked about an earlier time).
+    built_at: u64,
 }
 
 impl Meters {
@@ -113,6 +115,7 @@ impl Meters {
             police: (0..MAX_PORTS).map(|_| None).collect(),
             storm: (0..MAX_PORTS).map(|_| [None, None, None]).collect(),
             now: 0,
+            built_at: tsc(),
         }
     }
 }
@@ -139,10 +142,20 @@ impl Limits for Meters {
 }
 
 /// A byte-rate meter for `limit` scaled by `share`; None (with a log line: this runs only when
-/// the configuration changes) if DPDK refuses the parameters.
-fn byte_meter(limit: &RateLimit, share: f64, what: &str, port: u16) -> Option<RateMeter> {
+/// the configuration changes) if DPDK refuses the parameters. The bucket is never scaled below
+/// `largest` frame bytes (or the configured burst, if that is smaller): a share that cannot
+/// hold one frame would drop every frame.
+fn byte_meter(
+    limit: &RateLimit,
+    share: f64,
+    largest: u64,
+    what: &str,
+    port: u16,
+) -> Option<RateMeter> {
     let rate = ((limit.bits_per_sec as f64 / 8.0) * share).max(1.0) as u64;
-    let burst = ((limit.burst_bytes as f64) * share).max(1.0) as u64;
+    let burst = (((limit.burst_bytes as f64) * share) as u64)
+        .max(largest.min(limit.burst_bytes))
+        .max(1);
     RateMeter::new(rate, burst)
         .map_err(|e| log::error!("port id {port}: {what} meter not set: {e}"))
         .ok()
@@ -164,6 +177,8 @@ fn build_meters(view: &BridgeView, my_queues: &[u16]) -> (Meters, Vec<Option<Rat
     if tsc_hz() == 0 {
         return (m, egress);
     }
+    // Ethernet header, two tags and the MTU.
+    let largest = u64::from(view.mtu) + 22;
     for port in view.ports() {
         let i = usize::from(port);
         let Some(pol) = view.policy(port) else {
@@ -176,7 +191,7 @@ fn build_meters(view: &BridgeView, my_queues: &[u16]) -> (Meters, Vec<Option<Rat
         if mine > 0 {
             let share = f64::from(mine) / f64::from(view.rx_queues(port));
             if let Some(l) = &pol.ingress_policing {
-                m.police[i] = byte_meter(l, share, "ingress policing", port);
+                m.police[i] = byte_meter(l, share, largest, "ingress policing", port);
             }
             for kind in [
                 FloodKind::Broadcast,
@@ -189,9 +204,16 @@ fn build_meters(view: &BridgeView, my_queues: &[u16]) -> (Meters, Vec<Option<Rat
             }
         }
         if let Some(l) = &pol.egress_rate {
-            egress[i] = byte_meter(l, 1.0 / f64::from(view.workers), "egress rate", port);
+            egress[i] = byte_meter(
+                l,
+                1.0 / f64::from(view.workers),
+                largest,
+                "egress rate",
+                port,
+            );
         }
     }
+    m.built_at = tsc();
     (m, egress)
 }
 
@@ -424,8 +446,8 @@ impl Worker {
                     mark = t;
                     continue;
                 }
-                limits.now = mark;
-                egress.now = mark;
+                limits.now = mark.max(limits.built_at);
+                egress.now = limits.now;
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
                 let mut ctx = view.ingress_ctx(ingress);

@@ -705,11 +705,10 @@ fn apply_source(
     let mut source = c.ctx.rt.source.clone();
     edit(&mut source)?;
     source.origin = what.to_owned();
-    let done = c
-        .ctx
-        .rt
-        .apply(source)
-        .map_err(|e| format!("not applied, running as before: {e}"))?;
+    let done = c.ctx.rt.apply(source).map_err(|e| match e {
+        crate::switch::ChangeError::Partly(..) => format!("partly applied: {e}"),
+        e => format!("not applied, running as before: {e}"),
+    })?;
     if c.json {
         return Ok(pretty(&json!({ "changed": done })));
     }
@@ -728,8 +727,19 @@ fn port_add(c: &mut Call<'_, '_>) -> Outcome {
             "port {name:?} exists already; port/del it first, or port/set it"
         ));
     }
+    // A fresh sFlow ifIndex, unless one is given: positions shift as ports come and go.
+    let if_index = c
+        .ctx
+        .config()
+        .ports
+        .iter()
+        .map(|p| p.if_index)
+        .max()
+        .unwrap_or(0)
+        + 1;
     apply_source(c, &format!("port/add {name}"), |s| {
         s.add_port(&name, &devargs);
+        s.set_port(&name, "if_index", &if_index.to_string());
         for (k, v) in &kv {
             s.set_port(&name, k, v);
         }
@@ -759,12 +769,21 @@ fn port_set(c: &mut Call<'_, '_>) -> Outcome {
     if let Some((k, _)) = kv.iter().find(|(k, _)| k == "name") {
         return Err(format!("{k}: a port is renamed by port/del and port/add"));
     }
-    apply_source(c, &format!("port/set {name}"), |s| {
+    let back = kv.iter().any(|(k, v)| k == "enabled" && v == "true")
+        && c.ctx.rt.clear_bpdu_shutdown(&name);
+    let out = apply_source(c, &format!("port/set {name}"), |s| {
         for (k, v) in &kv {
             s.set_port(&name, k, v);
         }
         Ok(())
-    })
+    })?;
+    if back && !c.json {
+        return Ok(
+            format!("port {name} is back from its BPDU-guard shutdown\n{out}")
+                .replace("\nnothing changed\n", "\n"),
+        );
+    }
+    Ok(out)
 }
 
 fn bridge_set(c: &mut Call<'_, '_>) -> Outcome {
@@ -794,11 +813,10 @@ fn sflow_set(c: &mut Call<'_, '_>) -> Outcome {
 }
 
 fn config_reload(c: &mut Call<'_, '_>) -> Outcome {
-    let done = c
-        .ctx
-        .rt
-        .reload()
-        .map_err(|e| format!("configuration not reloaded, running as before: {e}"))?;
+    let done = c.ctx.rt.reload().map_err(|e| match e {
+        crate::switch::ChangeError::Partly(..) => format!("configuration partly reloaded: {e}"),
+        e => format!("configuration not reloaded, running as before: {e}"),
+    })?;
     if c.json {
         return Ok(pretty(&json!({ "changed": done })));
     }

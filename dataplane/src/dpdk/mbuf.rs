@@ -124,8 +124,8 @@ impl Mbuf {
         !unsafe { sys::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
     }
 
-    /// Grows the frame by `n` bytes at the end and returns the new bytes (uninitialised
-    /// content: the caller writes them); None when the tailroom is short.
+    /// Grows the frame by `n` bytes at the end and returns the new bytes, zeroed; None when the
+    /// tailroom is short.
     #[inline]
     pub fn append(&mut self, n: u16) -> Option<&mut [u8]> {
         if !self.is_exclusive() {
@@ -137,8 +137,12 @@ impl Mbuf {
         if p.is_null() {
             return None;
         }
-        // SAFETY: p points at the n appended bytes inside this exclusive buffer.
-        Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(n)) })
+        // SAFETY: p points at the n appended bytes inside this exclusive buffer; they are
+        // initialised (zeroed) before a slice is made over them.
+        Some(unsafe {
+            std::ptr::write_bytes(p.cast::<u8>(), 0, usize::from(n));
+            std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(n))
+        })
     }
 
     /// Takes an empty buffer from `pool`; None when the pool is exhausted.
