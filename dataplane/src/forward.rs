@@ -154,6 +154,8 @@ pub struct Verdict {
     pub action: Action,
     /// The MAC table's answer to the source address, when it was learned from.
     pub learn: Option<Learn>,
+    /// For a unicast: the frame leaves as it came, its tagging unchanged.
+    pub as_is: bool,
 }
 
 /// Most ports a bridge view describes (port ids 0..64: one bit each in a mask).
@@ -384,6 +386,8 @@ pub struct BridgeView {
     pub workers: u16,
     /// A VLAN-unaware VEB with no ingress checks: the fast path may skip the edge's work.
     plain: bool,
+    /// A VEB whose ports check nothing at ingress (VLANs allowed).
+    lean: bool,
 }
 
 #[inline(always)]
@@ -418,6 +422,7 @@ impl BridgeView {
             rx_queues: [1; MAX_BRIDGE_PORTS],
             workers: 1,
             plain: mode == BridgeMode::Veb,
+            lean: mode == BridgeMode::Veb,
         };
         let vid = |x: u16| usize::from(x & 0x0fff);
         for (id, pol) in ports {
@@ -481,7 +486,10 @@ impl BridgeView {
                 checks |= CHECK_STORM;
             }
             ing.checks = checks;
-            if checks != 0 || pol.vlan != VlanMode::default() || pol.max_macs.is_some() {
+            if checks != 0 || pol.max_macs.is_some() {
+                v.lean = false;
+            }
+            if !v.lean || pol.vlan != VlanMode::default() {
                 v.plain = false;
             }
             v.policies[i] = Some(pol.clone());
@@ -582,6 +590,13 @@ impl BridgeView {
     #[inline(always)]
     pub fn is_plain(&self) -> bool {
         self.plain
+    }
+
+    /// True for a VEB whose ports check nothing at ingress (no port security, BPDU guard,
+    /// storm control or policing): [`decide_prepared`] may run with `CHECKS = false`.
+    #[inline(always)]
+    pub fn is_lean(&self) -> bool {
+        self.lean
     }
 
     /// The facts about `port` every frame of a burst from it needs.
@@ -782,13 +797,15 @@ pub fn decide(
 ) -> Verdict {
     let ctx = bridge.ingress_ctx(ingress);
     let p = prepare::<true>(frame, &ctx, bridge, fdb);
-    decide_prepared::<true>(&ctx, &p, pkt_len, nb_segs, bridge, fdb, limits, now)
+    decide_prepared::<true, true>(&ctx, &p, pkt_len, nb_segs, bridge, fdb, limits, now)
 }
 
-/// [`decide`] for a frame [`prepare`]d earlier (with the same `EDGE`).
+/// [`decide`] for a frame [`prepare`]d earlier (with the same `EDGE`). `CHECKS = false` is for
+/// a [`BridgeView::is_lean`] view only (a VEB whose ports check nothing at ingress): it skips
+/// the checks, VEPA and learning limits, and decides the same.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn decide_prepared<const EDGE: bool>(
+pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     ctx: &IngressCtx,
     p: &Prepared,
     pkt_len: u32,
@@ -801,6 +818,7 @@ pub fn decide_prepared<const EDGE: bool>(
     let drop = |r| Verdict {
         action: Action::Drop(r),
         learn: None,
+        as_is: false,
     };
     let ingress = ctx.port;
     if !ctx.enabled {
@@ -817,7 +835,7 @@ pub fn decide_prepared<const EDGE: bool>(
     let ing = &ctx.ing;
     // Before VLAN admission: BPDUs are untagged, and a trunk without a native VLAN (or an
     // access port, for a tagged one) would otherwise drop them unseen by the guard.
-    if EDGE && ing.checks & CHECK_BPDU != 0 && p.dst == BPDU_DST {
+    if CHECKS && ing.checks & CHECK_BPDU != 0 && p.dst == BPDU_DST {
         return drop(DropReason::BpduGuard);
     }
     if p.vlan == NO_VLAN {
@@ -834,7 +852,7 @@ pub fn decide_prepared<const EDGE: bool>(
     if mac_is_multicast(p.src) {
         return drop(DropReason::SrcMacMulticast);
     }
-    if EDGE && ing.checks != 0 {
+    if CHECKS && ing.checks != 0 {
         if ing.checks & CHECK_ALLOWED != 0
             && bridge.allowed[usize::from(ingress) & (MAX_BRIDGE_PORTS - 1)]
                 .binary_search(&p.src)
@@ -846,13 +864,13 @@ pub fn decide_prepared<const EDGE: bool>(
             return drop(DropReason::IngressPolicing);
         }
     }
-    let vepa = EDGE && ctx.vepa;
+    let vepa = CHECKS && ctx.vepa;
     // A VEPA never learns from its uplink: reflected frames carry local sources, and every
     // frame of a local port goes to the uplink whatever the table says.
     let learn = if vepa && ing.uplink {
         None
     } else {
-        if EDGE {
+        if CHECKS {
             let l = fdb.learn_key_limited(&p.src_key, ingress, now, ing.max_macs);
             if l == Learn::Limited {
                 return drop(DropReason::MacLimit);
@@ -868,6 +886,7 @@ pub fn decide_prepared<const EDGE: bool>(
             return Verdict {
                 action: Action::Drop(DropReason::ReservedDst),
                 learn,
+                as_is: false,
             };
         }
         if p.dst == BROADCAST {
@@ -879,14 +898,19 @@ pub fn decide_prepared<const EDGE: bool>(
         // Every unicast goes to the uplink alone: nothing is flooded here, so unknown-unicast
         // storm control has nothing to hold (and the uplink never learns, so every address
         // behind it would count as unknown).
+        let (action, as_is) = to_uplink(bridge, p);
         return Verdict {
-            action: to_uplink(bridge, vlan),
+            action,
             learn,
+            as_is,
         };
     } else {
+        let vp = &bridge.vlans[usize::from(vlan & 0x0fff)];
+        let mut as_is = false;
         let action = match fdb.lookup_key(&p.dst_key) {
             Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),
-            Some(q) if bridge.vlans[usize::from(vlan & 0x0fff)].live & bit(q) != 0 => {
+            Some(q) if vp.live & bit(q) != 0 => {
+                as_is = p.form == u8::from(vp.untagged & bit(q) == 0);
                 Action::Unicast(q)
             }
             Some(q) if !bridge.is_enabled(q) => Action::Drop(DropReason::PortDisabled),
@@ -895,7 +919,7 @@ pub fn decide_prepared<const EDGE: bool>(
                 return flood(
                     ingress,
                     p,
-                    !EDGE || kind_limit(ing, limits, ingress, FloodKind::UnknownUnicast),
+                    !CHECKS || kind_limit(ing, limits, ingress, FloodKind::UnknownUnicast),
                     bridge,
                     fdb,
                     learn,
@@ -903,16 +927,24 @@ pub fn decide_prepared<const EDGE: bool>(
                 )
             }
         };
-        return Verdict { action, learn };
-    };
-    let allowed = !EDGE || kind_limit(ing, limits, ingress, kind);
-    if vepa && !ing.uplink {
-        let action = if allowed {
-            to_uplink(bridge, vlan)
-        } else {
-            Action::Drop(DropReason::StormControl)
+        return Verdict {
+            action,
+            learn,
+            as_is,
         };
-        return Verdict { action, learn };
+    };
+    let allowed = !CHECKS || kind_limit(ing, limits, ingress, kind);
+    if vepa && !ing.uplink {
+        let (action, as_is) = if allowed {
+            to_uplink(bridge, p)
+        } else {
+            (Action::Drop(DropReason::StormControl), false)
+        };
+        return Verdict {
+            action,
+            learn,
+            as_is,
+        };
     }
     flood(ingress, p, allowed, bridge, fdb, learn, vepa)
 }
@@ -925,12 +957,14 @@ fn kind_limit(ing: &Ingress, limits: &mut impl Limits, port: u16, kind: FloodKin
 
 /// VEPA: a local port's frame goes to the uplink, if there is one carrying its VLAN.
 #[inline(always)]
-fn to_uplink(bridge: &BridgeView, vlan: u16) -> Action {
+fn to_uplink(bridge: &BridgeView, p: &Prepared) -> (Action, bool) {
+    let vp = &bridge.vlans[usize::from(p.vlan & 0x0fff)];
     match bridge.uplink {
-        Some(u) if bridge.vlans[usize::from(vlan & 0x0fff)].live & bit(u) != 0 => {
-            Action::Unicast(u)
-        }
-        _ => Action::Drop(DropReason::NoEgressPort),
+        Some(u) if vp.live & bit(u) != 0 => (
+            Action::Unicast(u),
+            p.form == u8::from(vp.untagged & bit(u) == 0),
+        ),
+        _ => (Action::Drop(DropReason::NoEgressPort), false),
     }
 }
 
@@ -950,6 +984,7 @@ fn flood(
         return Verdict {
             action: Action::Drop(DropReason::StormControl),
             learn,
+            as_is: false,
         };
     }
     let mut mask = bridge.vlans[usize::from(p.vlan & 0x0fff)].live & !bit(ingress);
@@ -963,7 +998,11 @@ fn flood(
     } else {
         Action::Flood(mask)
     };
-    Verdict { action, learn }
+    Verdict {
+        action,
+        learn,
+        as_is: false,
+    }
 }
 
 /// The ports of a flood mask, lowest id first.
@@ -1479,8 +1518,8 @@ mod tests {
             );
             assert_eq!(p1, p2, "{f:02x?}");
             let len = f.len() as u32;
-            let v1 = decide_prepared::<true>(&ctx, &p1, len, 1, &b, &f1, &mut Unlimited, 0);
-            let v2 = decide_prepared::<false>(&ctx, &p2, len, 1, &b, &f2, &mut Unlimited, 0);
+            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, 1, &b, &f1, &mut Unlimited, 0);
+            let v2 = decide_prepared::<false, false>(&ctx, &p2, len, 1, &b, &f2, &mut Unlimited, 0);
             assert_eq!(v1, v2, "{f:02x?} from {ingress}");
         }
     }
@@ -1542,6 +1581,50 @@ mod tests {
                 decide(1, &frame(B, A), 60, 1, &b, &fdb, &mut none_left, 0).action,
                 Action::Unicast(0)
             );
+        }
+    }
+
+    /// The lean path (checks compiled out) decides exactly as the general one on a VEB with
+    /// VLANs whose ports check nothing.
+    #[test]
+    fn the_lean_path_decides_like_the_general_one() {
+        let b = vlan_bridge();
+        assert!(b.is_lean() && !b.is_plain());
+        let (f1, f2) = (Fdb::new(256), Fdb::new(256));
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let vids = [0u16, 10, 20, 30, 99, 0xfff];
+        for _ in 0..50_000 {
+            let pick = |r: u64| -> [u8; 6] {
+                match r % 5 {
+                    0 => BCAST,
+                    1 => [0x01, 0x80, 0xc2, 0, 0, 0],
+                    _ => [2, 0, 0, 0, 0, (r >> 8) as u8 % 12],
+                }
+            };
+            let (d, s_) = (pick(next()), pick(next()));
+            let f = if next() % 2 == 0 {
+                tagged(
+                    d,
+                    s_,
+                    vids[(next() % 6) as usize] | ((next() % 8) as u16) << 13,
+                )
+            } else {
+                frame(d, s_)
+            };
+            let ingress = (next() % 4) as u16;
+            let ctx = b.ingress_ctx(ingress);
+            let p1 = prepare::<true>(&f, &ctx, &b, &f1);
+            let p2 = prepare::<true>(&f, &ctx, &b, &f2);
+            let len = f.len() as u32;
+            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, 1, &b, &f1, &mut Unlimited, 0);
+            let v2 = decide_prepared::<true, false>(&ctx, &p2, len, 1, &b, &f2, &mut Unlimited, 0);
+            assert_eq!(v1, v2, "{f:02x?} from {ingress}");
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::dpdk::{
 use crate::fdb::{Fdb, Learn};
 use crate::forward::{
     decide_prepared, mask_ports, prepare, Action, BridgeView, DropReason, FloodKind, Limits,
-    Prepared, RateLimit, FORM_OTHER_TAG, FORM_TAGGED, FORM_UNTAGGED,
+    Prepared, RateLimit, FORM_TAGGED, FORM_UNTAGGED,
 };
 use crate::packet::ethertype;
 use crate::sample::{SampleRecord, SampledOutput, Sampler};
@@ -453,6 +453,8 @@ impl Worker {
                 let mut ctx = view.ingress_ctx(ingress);
                 // A VLAN-unaware VEB checking nothing: the same decisions with less work.
                 let plain = view.is_plain();
+                // A VEB checking nothing at ingress (VLANs or not): the checks compiled out.
+                let lean = view.is_lean();
                 // Bring every frame's first line in, then work as a pipeline: parse frame
                 // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
                 // the bucket loads overlap without flooding the CPU with outstanding misses.
@@ -491,7 +493,18 @@ impl Worker {
                     i += 1;
                     bytes += u64::from(m.pkt_len());
                     let v = if plain {
-                        decide_prepared::<false>(
+                        decide_prepared::<false, false>(
+                            &ctx,
+                            p,
+                            m.pkt_len(),
+                            m.nb_segs(),
+                            &view,
+                            &fdb,
+                            &mut limits,
+                            now,
+                        )
+                    } else if lean {
+                        decide_prepared::<true, false>(
                             &ctx,
                             p,
                             m.pkt_len(),
@@ -502,7 +515,7 @@ impl Worker {
                             now,
                         )
                     } else {
-                        decide_prepared::<true>(
+                        decide_prepared::<true, true>(
                             &ctx,
                             p,
                             m.pkt_len(),
@@ -568,13 +581,7 @@ impl Worker {
                     match v.action {
                         Action::Unicast(out) => {
                             c.add(WorkerCounter::Unicast, 1);
-                            // A plain view sends every frame as it came but priority-tagged ones.
-                            let as_is = if plain {
-                                p.form() != FORM_OTHER_TAG
-                            } else {
-                                p.form() == u8::from(view.egress_tagged(vlan, out))
-                            };
-                            if as_is {
+                            if v.as_is {
                                 egress.push(out, m, &mut c);
                             } else {
                                 let want = view.egress_tagged(vlan, out).then(|| tci_for(p, vlan));
