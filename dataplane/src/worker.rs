@@ -528,27 +528,7 @@ impl Worker {
                     };
                     if sampled & (1 << (i - 1)) != 0 {
                         if let Some(s) = sampling.as_mut() {
-                            let output = match v.action {
-                                Action::Unicast(q) => SampledOutput::Port(q),
-                                Action::Flood(mask) => {
-                                    SampledOutput::Flood(mask.count_ones() as u16)
-                                }
-                                Action::Drop(r) => SampledOutput::Dropped(r.sflow_code()),
-                            };
-                            let record = SampleRecord::new(
-                                m.data(),
-                                m.pkt_len(),
-                                ingress,
-                                output,
-                                p.vlan().unwrap_or(0),
-                                u16::from(p.pcp()),
-                                pool_before + i as u64,
-                                s.header_bytes,
-                            );
-                            c.port_add(inp, PortCounter::SamplesTaken, 1);
-                            if s.ring.enqueue_burst(std::slice::from_ref(&record)) == 0 {
-                                c.port_add(inp, PortCounter::SamplesLost, 1);
-                            }
+                            take_sample(s, &m, p, &v, ingress, pool_before + i as u64, &mut c);
                         }
                     }
                     match v.learn {
@@ -558,19 +538,7 @@ impl Worker {
                         ) => {}
                         Some(Learn::Learned) => c.add(WorkerCounter::Learned, 1),
                         Some(Learn::Moved { from }) => {
-                            c.add(WorkerCounter::Moved, 1);
-                            c.port_add(inp, PortCounter::MacMovesIn, 1);
-                            if let Some(ring) = moves.as_mut() {
-                                let ev = MoveEvent {
-                                    mac: p.src(),
-                                    vlan: p.vlan().unwrap_or(0),
-                                    from,
-                                    to: ingress,
-                                };
-                                if ring.enqueue_burst(std::slice::from_ref(&ev)) == 0 {
-                                    c.add(WorkerCounter::MoveEventsLost, 1);
-                                }
-                            }
+                            report_move(&mut moves, p, from, ingress, &mut c);
                         }
                         Some(Learn::Full) => c.add(WorkerCounter::FdbFull, 1),
                         Some(Learn::StaticElsewhere { .. }) => {
@@ -616,15 +584,11 @@ impl Worker {
                         Action::Drop(r) => {
                             c.drop_one(r);
                             c.port_add(inp, PortCounter::RxDropped, 1);
-                            if r == DropReason::BpduGuard {
-                                c.port_add(inp, PortCounter::BpduDropped, 1);
-                                if view.shuts_down_on_bpdu(ingress) && view.is_enabled(ingress) {
-                                    // Rare (once per shutdown): stop here at once; the control
-                                    // thread publishes it to every worker.
-                                    view = Arc::new(view.with_port_enabled(ingress, false));
-                                    // The rest of this burst is dropped too.
-                                    ctx = view.ingress_ctx(ingress);
-                                }
+                            if r == DropReason::BpduGuard
+                                && bpdu_guard_fired(&mut view, ingress, &mut c)
+                            {
+                                // The rest of this burst is dropped too.
+                                ctx = view.ingress_ctx(ingress);
                             }
                         }
                     }
@@ -709,6 +673,77 @@ impl Worker {
             c.get(WorkerCounter::Packets)
         );
         0
+    }
+}
+
+/// Puts a sampled frame's record into the worker's sample ring (1 frame in N: out of line).
+#[inline(never)]
+fn take_sample(
+    s: &mut Sampling,
+    m: &Mbuf,
+    p: &Prepared,
+    v: &crate::forward::Verdict,
+    ingress: u16,
+    pool: u64,
+    c: &mut Counters,
+) {
+    let output = match v.action {
+        Action::Unicast(q) => SampledOutput::Port(q),
+        Action::Flood(mask) => SampledOutput::Flood(mask.count_ones() as u16),
+        Action::Drop(r) => SampledOutput::Dropped(r.sflow_code()),
+    };
+    let record = SampleRecord::new(
+        m.data(),
+        m.pkt_len(),
+        ingress,
+        output,
+        p.vlan().unwrap_or(0),
+        u16::from(p.pcp()),
+        pool,
+        s.header_bytes,
+    );
+    let inp = usize::from(ingress);
+    c.port_add(inp, PortCounter::SamplesTaken, 1);
+    if s.ring.enqueue_burst(std::slice::from_ref(&record)) == 0 {
+        c.port_add(inp, PortCounter::SamplesLost, 1);
+    }
+}
+
+/// Counts a BPDU the guard dropped; with bpdu_guard_shutdown, shuts the port down here at
+/// once (the control thread then publishes it to every worker). True when it did.
+#[cold]
+#[inline(never)]
+fn bpdu_guard_fired(view: &mut Arc<BridgeView>, ingress: u16, c: &mut Counters) -> bool {
+    c.port_add(usize::from(ingress), PortCounter::BpduDropped, 1);
+    if view.shuts_down_on_bpdu(ingress) && view.is_enabled(ingress) {
+        *view = Arc::new(view.with_port_enabled(ingress, false));
+        return true;
+    }
+    false
+}
+
+/// Counts a MAC move and reports it to the control thread (rare: kept out of the hot loop).
+#[cold]
+#[inline(never)]
+fn report_move(
+    moves: &mut Option<RingProducer<MoveEvent>>,
+    p: &Prepared,
+    from: u16,
+    to: u16,
+    c: &mut Counters,
+) {
+    c.add(WorkerCounter::Moved, 1);
+    c.port_add(usize::from(to), PortCounter::MacMovesIn, 1);
+    if let Some(ring) = moves.as_mut() {
+        let ev = MoveEvent {
+            mac: p.src(),
+            vlan: p.vlan().unwrap_or(0),
+            from,
+            to,
+        };
+        if ring.enqueue_burst(std::slice::from_ref(&ev)) == 0 {
+            c.add(WorkerCounter::MoveEventsLost, 1);
+        }
     }
 }
 
