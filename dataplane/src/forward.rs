@@ -341,6 +341,19 @@ impl IngressCtx {
     }
 }
 
+/// How much of the edge a view needs decided per frame. The fast path is compiled once per
+/// tier with what the tier makes moot left out; every tier decides as [`Tier::Full`] would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// A VLAN-unaware VEB whose ports check nothing at ingress.
+    Plain,
+    /// A VEB whose ports check nothing at ingress (no port security, BPDU guard, storm
+    /// control or policing), VLANs or not.
+    Lean,
+    /// Everything.
+    Full,
+}
+
 /// Rate checks the decision asks of the worker that owns the meters (DPDK's rte_meter there;
 /// plain counters in tests). Asked only for ports configured with the limit.
 pub trait Limits {
@@ -585,18 +598,16 @@ impl BridgeView {
         &self.ingress[usize::from(port) & (MAX_BRIDGE_PORTS - 1)]
     }
 
-    /// True for a VLAN-unaware VEB whose ports check nothing at ingress: frames can go through
-    /// [`prepare`] and [`decide_prepared`] with `EDGE = false`, with the same results.
+    /// How much of the edge this view needs decided per frame.
     #[inline(always)]
-    pub fn is_plain(&self) -> bool {
-        self.plain
-    }
-
-    /// True for a VEB whose ports check nothing at ingress (no port security, BPDU guard,
-    /// storm control or policing): [`decide_prepared`] may run with `CHECKS = false`.
-    #[inline(always)]
-    pub fn is_lean(&self) -> bool {
-        self.lean
+    pub fn tier(&self) -> Tier {
+        if self.plain {
+            Tier::Plain
+        } else if self.lean {
+            Tier::Lean
+        } else {
+            Tier::Full
+        }
     }
 
     /// The facts about `port` every frame of a burst from it needs.
@@ -716,8 +727,8 @@ fn be16(b: &[u8], at: usize) -> u16 {
 
 /// Parses the frame's layer-2 header (as [`L2Header::parse`] does), puts it in its VLAN as
 /// ingress port `ingress` classifies it, and hashes (and prefetches) the table keys it needs.
-/// `EDGE = false` is for a [`BridgeView::is_plain`] view only: it skips what such a view makes
-/// moot and decides the same.
+/// `EDGE = false` is for a [`Tier::Plain`] view only: it skips what such a view makes moot and
+/// decides the same.
 #[inline(always)]
 pub fn prepare<const EDGE: bool>(
     frame: &[u8],
@@ -801,8 +812,8 @@ pub fn decide(
 }
 
 /// [`decide`] for a frame [`prepare`]d earlier (with the same `EDGE`). `CHECKS = false` is for
-/// a [`BridgeView::is_lean`] view only (a VEB whose ports check nothing at ingress): it skips
-/// the checks, VEPA and learning limits, and decides the same.
+/// a [`Tier::Plain`] or [`Tier::Lean`] view only: it skips the checks, VEPA and learning
+/// limits, and decides the same.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
@@ -949,6 +960,48 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     flood(ingress, p, allowed, bridge, fdb, learn, vepa)
 }
 
+/// [`prepare`] compiled for the view's tier.
+#[inline(always)]
+pub fn prepare_in(
+    tier: Tier,
+    frame: &[u8],
+    ctx: &IngressCtx,
+    bridge: &BridgeView,
+    fdb: &Fdb,
+) -> Prepared {
+    match tier {
+        Tier::Plain => prepare::<false>(frame, ctx, bridge, fdb),
+        Tier::Lean | Tier::Full => prepare::<true>(frame, ctx, bridge, fdb),
+    }
+}
+
+/// [`decide_prepared`] compiled for the view's tier, for a frame [`prepare_in`] the same tier.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn decide_in(
+    tier: Tier,
+    ctx: &IngressCtx,
+    p: &Prepared,
+    pkt_len: u32,
+    nb_segs: u16,
+    bridge: &BridgeView,
+    fdb: &Fdb,
+    limits: &mut impl Limits,
+    now: u32,
+) -> Verdict {
+    match tier {
+        Tier::Plain => {
+            decide_prepared::<false, false>(ctx, p, pkt_len, nb_segs, bridge, fdb, limits, now)
+        }
+        Tier::Lean => {
+            decide_prepared::<true, false>(ctx, p, pkt_len, nb_segs, bridge, fdb, limits, now)
+        }
+        Tier::Full => {
+            decide_prepared::<true, true>(ctx, p, pkt_len, nb_segs, bridge, fdb, limits, now)
+        }
+    }
+}
+
 /// Storm control's verdict on one flooded frame: true when it may go.
 #[inline(always)]
 fn kind_limit(ing: &Ingress, limits: &mut impl Limits, port: u16, kind: FloodKind) -> bool {
@@ -1022,6 +1075,16 @@ pub fn mask_ports(mut mask: u64) -> impl Iterator<Item = u16> {
 mod tests {
     use super::*;
     use crate::packet::MacAddr;
+
+    /// A seeded xorshift64 stream: repeatable random tests.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
 
     fn frame(dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
         let mut f = Vec::with_capacity(60);
@@ -1172,20 +1235,14 @@ mod tests {
     #[test]
     fn prepare_agrees_with_the_header_view() {
         let fdb = Fdb::new(64);
-        let mut seed = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x1234_5678_9abc_def0u64);
         for _ in 0..20_000 {
             let len = (next() % 40) as usize;
             let mut f: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             // Often a tag or two, so the VLAN walk is exercised.
-            if len >= 14 && next() % 2 == 0 {
+            if len >= 14 && next().is_multiple_of(2) {
                 f[12..14].copy_from_slice(&[0x81, 0x00]);
-                if len >= 18 && next() % 2 == 0 {
+                if len >= 18 && next().is_multiple_of(2) {
                     f[16..18].copy_from_slice(&[0x88, 0xa8]);
                 }
             }
@@ -1482,16 +1539,13 @@ mod tests {
             ],
         )
         .with_port_enabled(2, false);
-        assert!(b.is_plain());
-        assert!(!vlan_bridge().is_plain() && !vepa().is_plain());
+        assert_eq!(b.tier(), Tier::Plain);
+        assert_eq!(
+            (vlan_bridge().tier(), vepa().tier()),
+            (Tier::Lean, Tier::Full)
+        );
         let (f1, f2) = (Fdb::new(256), Fdb::new(256));
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..50_000 {
             let pick = |r: u64| -> [u8; 6] {
                 match r % 6 {
@@ -1507,7 +1561,7 @@ mod tests {
                 1 => tagged(d, s_, (next() % 4) as u16 | 0x2000),
                 _ => frame(d, s_),
             };
-            if next() % 50 == 0 {
+            if next().is_multiple_of(50) {
                 f.truncate((next() % 20) as usize);
             }
             let ingress = (next() % 3) as u16;
@@ -1589,15 +1643,9 @@ mod tests {
     #[test]
     fn the_lean_path_decides_like_the_general_one() {
         let b = vlan_bridge();
-        assert!(b.is_lean() && !b.is_plain());
+        assert_eq!(b.tier(), Tier::Lean);
         let (f1, f2) = (Fdb::new(256), Fdb::new(256));
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let vids = [0u16, 10, 20, 30, 99, 0xfff];
         for _ in 0..50_000 {
             let pick = |r: u64| -> [u8; 6] {
@@ -1608,7 +1656,7 @@ mod tests {
                 }
             };
             let (d, s_) = (pick(next()), pick(next()));
-            let f = if next() % 2 == 0 {
+            let f = if next().is_multiple_of(2) {
                 tagged(
                     d,
                     s_,

@@ -16,8 +16,8 @@ use crate::dpdk::{
 };
 use crate::fdb::{Fdb, Learn};
 use crate::forward::{
-    decide_prepared, mask_ports, prepare, Action, BridgeView, DropReason, FloodKind, Limits,
-    Prepared, RateLimit, FORM_TAGGED, FORM_UNTAGGED,
+    decide_in, mask_ports, prepare_in, Action, BridgeView, DropReason, FloodKind, Limits, Prepared,
+    RateLimit, FORM_TAGGED, FORM_UNTAGGED,
 };
 use crate::packet::ethertype;
 use crate::sample::{SampleRecord, SampledOutput, Sampler};
@@ -451,10 +451,8 @@ impl Worker {
                 let ingress = q.port().0;
                 let inp = usize::from(ingress);
                 let mut ctx = view.ingress_ctx(ingress);
-                // A VLAN-unaware VEB checking nothing: the same decisions with less work.
-                let plain = view.is_plain();
-                // A VEB checking nothing at ingress (VLANs or not): the checks compiled out.
-                let lean = view.is_lean();
+                // The code compiled for what this view needs: the same decisions, less work.
+                let tier = view.tier();
                 // Bring every frame's first line in, then work as a pipeline: parse frame
                 // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
                 // the bucket loads overlap without flooding the CPU with outstanding misses.
@@ -463,11 +461,7 @@ impl Worker {
                     m.prefetch_data();
                 }
                 for (m, p) in pkts.iter().zip(prepared.iter_mut()).take(LOOKAHEAD) {
-                    *p = if plain {
-                        prepare::<false>(m.data(), &ctx, &view, &fdb)
-                    } else {
-                        prepare::<true>(m.data(), &ctx, &view, &fdb)
-                    };
+                    *p = prepare_in(tier, m.data(), &ctx, &view, &fdb);
                 }
                 let mut bytes = 0u64;
                 // Which frames of this burst sFlow samples: usually none, found with one compare.
@@ -483,49 +477,22 @@ impl Worker {
                 let mut i = 0;
                 while let Some(m) = pkts.next() {
                     if let Some(ahead) = pkts.ahead(LOOKAHEAD - 1) {
-                        prepared[i + LOOKAHEAD] = if plain {
-                            prepare::<false>(ahead.data(), &ctx, &view, &fdb)
-                        } else {
-                            prepare::<true>(ahead.data(), &ctx, &view, &fdb)
-                        };
+                        prepared[i + LOOKAHEAD] = prepare_in(tier, ahead.data(), &ctx, &view, &fdb);
                     }
                     let p = &prepared[i];
                     i += 1;
                     bytes += u64::from(m.pkt_len());
-                    let v = if plain {
-                        decide_prepared::<false, false>(
-                            &ctx,
-                            p,
-                            m.pkt_len(),
-                            m.nb_segs(),
-                            &view,
-                            &fdb,
-                            &mut limits,
-                            now,
-                        )
-                    } else if lean {
-                        decide_prepared::<true, false>(
-                            &ctx,
-                            p,
-                            m.pkt_len(),
-                            m.nb_segs(),
-                            &view,
-                            &fdb,
-                            &mut limits,
-                            now,
-                        )
-                    } else {
-                        decide_prepared::<true, true>(
-                            &ctx,
-                            p,
-                            m.pkt_len(),
-                            m.nb_segs(),
-                            &view,
-                            &fdb,
-                            &mut limits,
-                            now,
-                        )
-                    };
+                    let v = decide_in(
+                        tier,
+                        &ctx,
+                        p,
+                        m.pkt_len(),
+                        m.nb_segs(),
+                        &view,
+                        &fdb,
+                        &mut limits,
+                        now,
+                    );
                     if sampled & (1 << (i - 1)) != 0 {
                         if let Some(s) = sampling.as_mut() {
                             take_sample(s, &m, p, &v, ingress, pool_before + i as u64, &mut c);
