@@ -11,7 +11,7 @@ use dataplane::packet::MacAddr;
 use dataplane::stats::{Counters, PortCounter};
 use dataplane::worker::{BridgeCell, MoveEvent};
 
-use crate::config::{BridgeSpec, Config, PortSpec};
+use crate::config::{BridgeSpec, Config, PortSpec, StaticEntry};
 
 /// Moves kept for `fdb/moves-show` and the stats.
 pub const MOVE_HISTORY: usize = 64;
@@ -36,9 +36,9 @@ pub fn build_view(
 }
 
 /// Installs the configured static entries. Returns how many went in; logs those that did not.
-pub fn install_static(config: &Config, ports: &[(u16, &PortSpec)], fdb: &Fdb) -> usize {
+pub fn install_static(entries: &[StaticEntry], ports: &[(u16, &PortSpec)], fdb: &Fdb) -> usize {
     let mut n = 0;
-    for e in &config.fdb {
+    for e in entries {
         let Some((id, _)) = ports.iter().find(|(_, p)| p.name == e.port) else {
             continue;
         };
@@ -243,24 +243,26 @@ pub struct BpduWatch {
 }
 
 impl BpduWatch {
-    /// Shuts each port whose guard fired since the last call. Returns the ports newly shut.
+    /// Shuts each port whose guard fired since the last call. Returns the names of the ports
+    /// newly shut.
     pub fn check(
         &mut self,
         cell: &BridgeCell,
         totals: &Counters,
-        ports: &[(u16, String)],
-    ) -> Vec<u16> {
+        ports: &[crate::switch::SwitchPort],
+    ) -> Vec<String> {
         let view: Arc<BridgeView> = cell.load_full();
         let mut next: Option<BridgeView> = None;
         let mut shut = Vec::new();
-        for (id, name) in ports {
-            let count = totals.port(usize::from(*id), PortCounter::BpduDropped);
-            let before = self.seen.insert(*id, count).unwrap_or(0);
-            if count > before && view.shuts_down_on_bpdu(*id) && view.is_enabled(*id) {
+        for p in ports {
+            let id = p.id();
+            let count = totals.port(usize::from(id), PortCounter::BpduDropped);
+            let before = self.seen.insert(id, count).unwrap_or(0);
+            if count > before && view.shuts_down_on_bpdu(id) && view.is_enabled(id) {
                 let base = next.as_ref().unwrap_or(&view);
-                next = Some(base.with_port_enabled(*id, false));
-                log::warn!("port {name}: BPDU received with bpdu_guard_shutdown: port shut down (its frames are dropped as port_disabled)");
-                shut.push(*id);
+                next = Some(base.with_port_enabled(id, false));
+                log::warn!("port {}: BPDU received with bpdu_guard_shutdown: port shut down (its frames are dropped as port_disabled)", p.spec.name);
+                shut.push(p.spec.name.clone());
             }
         }
         if let Some(v) = next {

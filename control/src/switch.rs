@@ -438,7 +438,7 @@ fn run_with_eal(
         started: Instant::now(),
     };
     // Before the workers start: the snapshot, the samplers and the sFlow agent.
-    rt.publish_view();
+    rt.publish_view(None);
     for sp in &rt.ports {
         let rate = rt.sampling_rate_of(&sp.spec);
         for (w, worker) in workers.iter_mut().enumerate() {
@@ -448,7 +448,7 @@ fn run_with_eal(
         }
     }
     rt.start_agent().map_err(SwitchError::Sflow)?;
-    let statics = crate::edge::install_static(&rt.config, &rt.port_ids(), &fdb);
+    let statics = crate::edge::install_static(&rt.config.fdb, &rt.port_ids(), &fdb);
     if statics > 0 {
         log::info!("{statics} static MAC table entries");
     }
@@ -607,14 +607,6 @@ impl Runtime {
         self.ports.iter().map(|p| (p.id(), &p.spec)).collect()
     }
 
-    /// Name of a port id, for messages.
-    pub fn name_of(&self, id: u16) -> String {
-        self.ports
-            .iter()
-            .find(|p| p.id() == id)
-            .map_or_else(|| format!("port {id}"), |p| p.spec.name.clone())
-    }
-
     /// Every worker's counters, summed.
     pub fn totals(&self) -> Counters {
         sum_counters(&self.stats)
@@ -645,18 +637,23 @@ impl Runtime {
     }
 
     /// Builds the snapshot from the configuration and the ports, and publishes it.
-    fn publish_view(&self) {
+    /// `except`: a port still open but already out of the bridge (being removed).
+    fn publish_view(&self, except: Option<u16>) {
+        let ports: Vec<&SwitchPort> = self
+            .ports
+            .iter()
+            .filter(|p| Some(p.id()) != except)
+            .collect();
         let mut view = crate::edge::build_view(
             &self.config,
-            &self.port_ids(),
-            &self
-                .ports
+            &ports.iter().map(|p| (p.id(), &p.spec)).collect::<Vec<_>>(),
+            &ports
                 .iter()
                 .map(|p| (p.id(), p.queues.rx_queues))
                 .collect::<Vec<_>>(),
             self.workers_u16,
         );
-        for p in &self.ports {
+        for p in ports {
             if !p.spec.enabled || self.bpdu_shut.contains(&p.spec.name) {
                 view = view.with_port_enabled(p.id(), false);
             }
@@ -763,7 +760,7 @@ impl Runtime {
         let name = sp.spec.name.clone();
         self.ports.insert(position.min(self.ports.len()), sp);
         self.wait_applied()?;
-        self.publish_view();
+        self.publish_view(None);
         for q in rx {
             let w = (position + usize::from(q.queue())) % self.nworkers;
             self.rxqs.push(RxqAssignment {
@@ -785,23 +782,7 @@ impl Runtime {
             return Ok(());
         };
         let id = self.ports[i].id();
-        let view = self.bridge.load_full();
-        let without: Vec<(u16, dataplane::forward::PortPolicy)> = view
-            .ports()
-            .filter(|&p| p != id)
-            .filter_map(|p| view.policy(p).map(|pol| (p, pol.clone())))
-            .collect();
-        let mut next = BridgeView::new(view.mtu, view.mode, &without);
-        for p in view.ports().filter(|&p| p != id && !view.is_enabled(p)) {
-            next = next.with_port_enabled(p, false);
-        }
-        let rx: Vec<(u16, u16)> = self
-            .ports
-            .iter()
-            .map(|p| (p.id(), p.queues.rx_queues))
-            .collect();
-        next.set_queue_counts(&rx, self.workers_u16);
-        self.bridge.store(Arc::new(next));
+        self.publish_view(Some(id));
         for w in 0..self.nworkers {
             self.send(w, WorkerCommand::RemovePort(id));
         }
@@ -892,7 +873,7 @@ impl Runtime {
         }
         self.config = new;
         self.source = source;
-        self.publish_view();
+        self.publish_view(None);
         // Samplers: every port whose effective rate changed.
         if old.sflow != self.config.sflow || !done.is_empty() {
             for i in 0..self.ports.len() {
@@ -937,11 +918,7 @@ impl Runtime {
             .cloned()
             .collect();
         if !added.is_empty() {
-            let only = Config {
-                fdb: added.clone(),
-                ..self.config.clone()
-            };
-            crate::edge::install_static(&only, &self.port_ids(), &self.fdb);
+            crate::edge::install_static(&added, &self.port_ids(), &self.fdb);
             for e in added {
                 done.push(format!(
                     "added static entry {} VLAN {} on {}",
@@ -1021,13 +998,7 @@ impl Runtime {
                 });
             }
             self.edge.drain(&self.ports, &self.fdb);
-            let names: Vec<(u16, String)> = self
-                .ports
-                .iter()
-                .map(|p| (p.id(), p.spec.name.clone()))
-                .collect();
-            for id in self.edge.bpdu.check(&self.bridge, &totals, &names) {
-                let name = self.name_of(id);
+            for name in self.edge.bpdu.check(&self.bridge, &totals, &self.ports) {
                 if !self.bpdu_shut.contains(&name) {
                     self.bpdu_shut.push(name);
                 }
