@@ -38,6 +38,24 @@ mac = "02:00:00:00:00:0b"
     )
 }
 
+/// A switch started on [`base_config`] written to `cfg` in `dir`, ready.
+struct Running {
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    base: String,
+    sw: Switch,
+}
+
+fn start_on_base_config() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("switch.toml");
+    let base = base_config(dir.path());
+    std::fs::write(&cfg, &base).unwrap();
+    let mut sw = Switch::start(&[format!("--config={}", cfg.display())]);
+    sw.wait_ready();
+    Running { dir, cfg, base, sw }
+}
+
 /// A third port, given as config text, with 10 frames to `a` and a pcap to write into.
 fn extra_port(dir: &Path, n: u32) -> String {
     let src = dir.join(format!("c{n}.pcap"));
@@ -52,12 +70,12 @@ fn extra_port(dir: &Path, n: u32) -> String {
 #[test]
 fn ports_come_and_go_under_traffic_without_loss_elsewhere() {
     require_hugepages();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("switch.toml");
-    let base = base_config(dir.path());
-    std::fs::write(&cfg, &base).unwrap();
-    let mut sw = Switch::start(&[format!("--config={}", cfg.display())]);
-    sw.wait_ready();
+    let Running {
+        dir,
+        cfg,
+        base,
+        mut sw,
+    } = start_on_base_config();
     for round in 0..3u32 {
         std::thread::sleep(Duration::from_millis(500));
         std::fs::write(&cfg, format!("{base}{}", extra_port(dir.path(), round))).unwrap();
@@ -120,12 +138,12 @@ fn ports_come_and_go_under_traffic_without_loss_elsewhere() {
 #[test]
 fn a_broken_reload_is_refused_and_changes_nothing() {
     require_hugepages();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("switch.toml");
-    let base = base_config(dir.path());
-    std::fs::write(&cfg, &base).unwrap();
-    let mut sw = Switch::start(&[format!("--config={}", cfg.display())]);
-    sw.wait_ready();
+    let Running {
+        dir,
+        cfg,
+        base,
+        mut sw,
+    } = start_on_base_config();
     std::fs::write(
         &cfg,
         format!("{base}{}vlan = 4095\n", extra_port(dir.path(), 0)),
@@ -163,11 +181,7 @@ fn a_broken_reload_is_refused_and_changes_nothing() {
 #[test]
 fn ovs_appctl_adds_and_removes_a_port_under_traffic() {
     require_hugepages();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("switch.toml");
-    std::fs::write(&cfg, base_config(dir.path())).unwrap();
-    let mut sw = Switch::start(&[format!("--config={}", cfg.display())]);
-    sw.wait_ready();
+    let Running { dir, sw, .. } = start_on_base_config();
     // c sends 10 frames to a (static on a) and receives what is addressed to it.
     let src = dir.path().join("c.pcap");
     let out = dir.path().join("c-out.pcap");
@@ -223,12 +237,12 @@ fn ovs_appctl_adds_and_removes_a_port_under_traffic() {
 #[test]
 fn config_reload_of_a_broken_file_names_the_field() {
     require_hugepages();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("switch.toml");
-    let base = base_config(dir.path());
-    std::fs::write(&cfg, &base).unwrap();
-    let mut sw = Switch::start(&[format!("--config={}", cfg.display())]);
-    sw.wait_ready();
+    let Running {
+        dir: _dir,
+        cfg,
+        base,
+        sw,
+    } = start_on_base_config();
     let before = sw.appctl(&["config/show"]).stdout;
     std::fs::write(
         &cfg,
