@@ -344,16 +344,7 @@ fn iperf_through(h1_config: &str, h2_config: &str, client: &str) -> (f64, Value)
     ));
     let mut sw = Switch::start(&config.args());
     sw.wait_ready();
-    let hosts: Vec<Netns> = ifs
-        .iter()
-        .enumerate()
-        .map(|(i, ifname)| {
-            wait_for_iface(ifname, Duration::from_secs(10));
-            let ns = Netns::new(&format!("pmdsw{id}p{}", i + 1)).without_ipv6();
-            ns.adopt(ifname, &format!("10.99.0.{}/24", i + 1));
-            ns
-        })
-        .collect();
+    let hosts = hosts_on_taps(&ifs, &format!("pmdsw{id}p"));
     let mut server = Command::new("sh")
         .arg("-c")
         .arg(hosts[1].exec("iperf3 -s -1 -B 10.99.0.2"))

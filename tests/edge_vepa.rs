@@ -46,16 +46,7 @@ impl Edge {
         let config = ConfigFile::new(&toml);
         let mut sw = Switch::start(&config.args());
         sw.wait_ready();
-        let vms: Vec<Netns> = vm_ifs
-            .iter()
-            .enumerate()
-            .map(|(i, ifname)| {
-                wait_for_iface(ifname, Duration::from_secs(10));
-                let ns = Netns::new(&format!("pmdsw{id}vm{}", i + 1)).without_ipv6();
-                ns.adopt(ifname, &format!("10.99.0.{}/24", i + 1));
-                ns
-            })
-            .collect();
+        let vms = hosts_on_taps(&vm_ifs, &format!("pmdsw{id}vm"));
         wait_for_iface(&uplink, Duration::from_secs(10));
         let bridge = Netns::new(&format!("pmdsw{id}br")).without_ipv6();
         sh(&format!("ip link set {uplink} netns {}", bridge.name));

@@ -291,16 +291,7 @@ fn hosts_in_two_access_vlans_reach_their_own_vlan_only() {
     let config = ConfigFile::new(&toml);
     let mut sw = Switch::start(&config.args());
     sw.wait_ready();
-    let hosts: Vec<Netns> = ifs
-        .iter()
-        .enumerate()
-        .map(|(i, ifname)| {
-            wait_for_iface(ifname, Duration::from_secs(10));
-            let ns = Netns::new(&format!("pmdsw{id}v{}", i + 1)).without_ipv6();
-            ns.adopt(ifname, &format!("10.99.0.{}/24", i + 1));
-            ns
-        })
-        .collect();
+    let hosts = hosts_on_taps(&ifs, &format!("pmdsw{id}v"));
     for (from, to) in [(0, 1), (1, 0), (2, 3), (3, 2)] {
         let (ok, text) = ping(&hosts[from], &format!("10.99.0.{}", to + 1), 3);
         assert!(ok && text.contains("3 received"), "same VLAN: {text}");

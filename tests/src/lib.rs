@@ -510,6 +510,20 @@ impl Netns {
     }
 }
 
+/// One quiet host (a namespace without IPv6) per tap the switch made: the i-th tap moves into
+/// namespace `{prefix}{i+1}` and gets 10.99.0.{i+1}/24.
+pub fn hosts_on_taps(ifs: &[String], prefix: &str) -> Vec<Netns> {
+    ifs.iter()
+        .enumerate()
+        .map(|(i, ifname)| {
+            wait_for_iface(ifname, Duration::from_secs(10));
+            let ns = Netns::new(&format!("{prefix}{}", i + 1)).without_ipv6();
+            ns.adopt(ifname, &format!("10.99.0.{}/24", i + 1));
+            ns
+        })
+        .collect()
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh_ok(&format!("ip netns del {}", self.name));
