@@ -125,6 +125,11 @@ fn hash(key: u64) -> u64 {
     h ^ (h >> 31)
 }
 
+/// A counter on a cache line of its own: read by every worker once per burst, written rarely.
+#[repr(align(64))]
+#[derive(Default)]
+struct Epoch(AtomicU64);
+
 /// The MAC table. Shared by reference between the workers and the control thread.
 pub struct Fdb {
     buckets: Box<[Bucket]>,
@@ -134,6 +139,8 @@ pub struct Fdb {
     now: AtomicU32,
     /// Entries per port: written only when an entry is added, moved or removed.
     per_port: Box<[AtomicU32]>,
+    /// Entries moved to another port, removed, or made static: see [`Fdb::epoch`].
+    epoch: Epoch,
 }
 
 impl Fdb {
@@ -154,7 +161,22 @@ impl Fdb {
             entries: AtomicUsize::new(0),
             now: AtomicU32::new(0),
             per_port: (0..COUNTED_PORTS).map(|_| AtomicU32::new(0)).collect(),
+            epoch: Epoch::default(),
         }
+    }
+
+    /// Grows whenever an entry changes port, is removed, or is made static (not when one is
+    /// added or refreshed): a lookup answered while it stood still is still the answer. A
+    /// worker that reads it before its lookups and finds it unchanged later may reuse them.
+    #[inline(always)]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.0.load(Ordering::Acquire)
+    }
+
+    /// After a change that may turn a lookup's answer.
+    #[inline]
+    fn changed(&self) {
+        self.epoch.0.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Entries (dynamic and static) on `port`.
@@ -326,6 +348,7 @@ impl Fdb {
             ) {
                 Ok(_) if old == port => Learn::Refreshed,
                 Ok(_) => {
+                    self.changed();
                     self.count(old, false);
                     self.count(port, true);
                     Learn::Moved { from: old }
@@ -431,6 +454,7 @@ impl Fdb {
             return false;
         }
         bucket.keys[i].store(0, Ordering::Release);
+        self.changed();
         self.entries.fetch_sub(1, Ordering::AcqRel);
         self.count(val_port(v), false);
         true
@@ -499,6 +523,7 @@ impl Fdb {
                 {
                     continue;
                 }
+                self.changed();
                 if old == port {
                     return Learn::Known;
                 }
@@ -605,6 +630,30 @@ mod tests {
         assert_eq!(fdb.lookup(20, mac(1)), Some(2));
         assert_eq!(fdb.lookup(30, mac(1)), None);
         assert_eq!(fdb.len(), 2);
+    }
+
+    #[test]
+    fn the_epoch_moves_when_an_answer_may_change_and_only_then() {
+        let fdb = Fdb::new(16);
+        let e = fdb.epoch();
+        fdb.learn(0, mac(1), 1, 0);
+        fdb.learn(0, mac(1), 1, 1);
+        fdb.learn(0, mac(2), 2, 1);
+        assert_eq!(fdb.epoch(), e, "new and refreshed entries change no answer");
+        fdb.learn(0, mac(1), 3, 1);
+        assert_eq!(fdb.epoch(), e + 1, "a move");
+        fdb.add_static(0, mac(2), 2);
+        assert_eq!(fdb.epoch(), e + 2, "made static where it stands");
+        fdb.add_static(0, mac(9), 2);
+        assert_eq!(fdb.epoch(), e + 2, "a new static entry changes no answer");
+        assert!(fdb.remove(0, mac(9)));
+        assert_eq!(fdb.epoch(), e + 3, "removed");
+        assert_eq!(fdb.age(100, 10), 1);
+        assert_eq!(fdb.epoch(), e + 4, "aged out");
+        assert_eq!(fdb.flush(None), 0);
+        assert_eq!(fdb.epoch(), e + 4, "nothing flushed, nothing changed");
+        assert_eq!(fdb.flush_port(2), 1);
+        assert_eq!(fdb.epoch(), e + 5, "flushed");
     }
 
     #[test]
