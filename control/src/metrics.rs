@@ -245,12 +245,18 @@ pub fn render(ctx: &Context<'_>) -> String {
     }
 
     type WorkerField = fn(&WorkerReport) -> f64;
-    let worker_metrics: [(&str, &str, &str, WorkerField); 6] = [
+    let worker_metrics: [(&str, &str, &str, WorkerField); 7] = [
         (
             "packets_total",
             "counter",
             "Frames received by the worker, all its queues.",
             |w| w.packets as f64,
+        ),
+        (
+            "flow_cache_hits_total",
+            "counter",
+            "Frames the worker sent by a decision held in its flow cache.",
+            |w| w.flow_cache_hits as f64,
         ),
         (
             "bursts_total",

@@ -99,6 +99,8 @@ pub struct WorkerReport {
     pub flooded: u64,
     /// Copies sent by flooding.
     pub flood_copies: u64,
+    /// Frames sent by a decision held in the worker's flow cache (no MAC-table lookup).
+    pub flow_cache_hits: u64,
     /// Distribution of TSC cycles spent on one non-empty rx burst (rx, switch, tx).
     pub cycles_per_burst: Quantiles,
 }
@@ -118,6 +120,7 @@ impl WorkerReport {
             unicast: c.get(WorkerCounter::Unicast),
             flooded: c.get(WorkerCounter::Flooded),
             flood_copies: c.get(WorkerCounter::FloodCopies),
+            flow_cache_hits: c.get(WorkerCounter::FlowCacheHits),
             cycles_per_burst: Quantiles::of(cycles),
         }
     }

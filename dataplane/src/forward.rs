@@ -339,6 +339,12 @@ impl IngressCtx {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The port forwards (it is not shut down).
+    #[inline(always)]
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
 }
 
 /// How much of the edge a view needs decided per frame. The fast path is compiled once per

@@ -4,6 +4,7 @@
 
 pub mod dpdk;
 pub mod fdb;
+pub mod flowcache;
 pub mod forward;
 pub mod packet;
 pub mod sample;

@@ -41,15 +41,17 @@ pub enum WorkerCounter {
     StaticConflict,
     /// MAC moves not reported to the control thread (its ring was full).
     MoveEventsLost,
+    /// Frames sent by a decision the worker's flow cache held (no MAC-table lookup).
+    FlowCacheHits,
 }
 
 impl WorkerCounter {
     /// Number of worker-wide counters.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 }
 
 // The counts are kept by hand: a variant added without them fails to compile here.
-const _: () = assert!(WorkerCounter::MoveEventsLost as usize + 1 == WorkerCounter::COUNT);
+const _: () = assert!(WorkerCounter::FlowCacheHits as usize + 1 == WorkerCounter::COUNT);
 const _: () = assert!(PortCounter::BpduDropped as usize + 1 == PortCounter::COUNT);
 const _: () = assert!(DropReason::EgressRateLimit as usize + 1 == DropReason::COUNT);
 

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, Cache};
 
 use crate::dpdk::{
-    tsc, tsc_hz, Burst, LcoreId, Mbuf, Mempool, RateMeter, RingProducer, RxQueue, TxBatch, TxQueue,
-    BURST_SIZE, MAX_PORTS,
+    tsc, tsc_hz, Burst, BurstDrain, LcoreId, Mbuf, Mempool, RateMeter, RingProducer, RxQueue,
+    TxBatch, TxQueue, BURST_SIZE, MAX_PORTS,
 };
 use crate::fdb::{Fdb, Learn};
+use crate::flowcache::{entry_for, stamp, CacheGate, FlowCache, FlowKey, Hit, Slot, DEFAULT_SETS};
 use crate::forward::{
     decide_in, mask_ports, prepare_in, Action, BridgeView, DropReason, FloodKind, Limits, Prepared,
-    RateLimit, FORM_TAGGED, FORM_UNTAGGED,
+    RateLimit, Tier, FORM_TAGGED, FORM_UNTAGGED,
 };
 use crate::packet::ethertype;
 use crate::sample::{SampleRecord, SampledOutput, Sampler};
@@ -226,6 +227,8 @@ struct Egress {
     meters: Vec<Option<RateMeter>>,
     /// Ports with an egress meter, one bit each.
     metered: u64,
+    /// Ports with a tx queue and no egress meter: a frame to one only joins its batch.
+    ready: u64,
     now: u64,
 }
 
@@ -237,11 +240,27 @@ impl Egress {
             .filter(|(_, m)| m.is_some())
             .fold(0, |acc, (i, _)| acc | 1 << i);
         self.meters = meters;
+        self.refresh_ready();
+    }
+
+    /// Recomputes `ready` after a queue or a meter changed.
+    fn refresh_ready(&mut self) {
+        self.ready = self
+            .tx
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| q.is_some())
+            .fold(0, |acc, (i, _)| acc | 1 << i)
+            & !self.metered;
     }
 
     #[inline(always)]
     fn push(&mut self, port: u16, m: Mbuf, c: &mut Counters) {
         let p = usize::from(port);
+        if p < 64 && self.ready & (1 << p) != 0 {
+            self.join(p, m, c);
+            return;
+        }
         if self.tx.get(p).is_none_or(|q| q.is_none()) {
             c.drop_one(DropReason::NoEgressPort);
             return;
@@ -255,6 +274,39 @@ impl Egress {
                 }
             }
         }
+        self.join(p, m, c);
+    }
+
+    /// Moves the next `k` frames of `pkts` (k of them left) to `port`'s batch, sending it
+    /// whenever it fills, if the port is ready: true when it did; false leaves them in `pkts`.
+    #[inline(always)]
+    fn join_run(
+        &mut self,
+        port: u16,
+        pkts: &mut BurstDrain,
+        mut k: usize,
+        c: &mut Counters,
+    ) -> bool {
+        let p = usize::from(port);
+        if p >= 64 || self.ready & (1 << p) == 0 {
+            return false;
+        }
+        while k > 0 {
+            if self.batches[p].is_full() {
+                self.flush_port(p, c);
+            }
+            match pkts.move_into(&mut self.batches[p], k) {
+                0 => break, // cannot happen: k frames were left, and the batch had room
+                moved => k -= moved,
+            }
+        }
+        self.dirty |= 1 << p;
+        true
+    }
+
+    /// Adds `m` to port p's batch, sending the batch first if it is full.
+    #[inline(always)]
+    fn join(&mut self, p: usize, m: Mbuf, c: &mut Counters) {
         if self.batches[p].is_full() {
             self.flush_port(p, c);
         }
@@ -419,6 +471,7 @@ impl Worker {
             dirty: 0,
             meters: Vec::new(),
             metered: 0,
+            ready: 0,
             now: 0,
         };
         egress.set_meters(egress_meters);
@@ -426,6 +479,12 @@ impl Worker {
         let mut cycles = cycles_histogram();
         let mut burst = Burst::new();
         let mut prepared = [Prepared::default(); BURST_SIZE];
+        let mut flows = FlowCache::new(DEFAULT_SETS);
+        let mut gate = CacheGate::default();
+        let mut hit_of = [Hit::default(); BURST_SIZE];
+        let mut probes: [Option<(FlowKey, Slot)>; BURST_SIZE] = [None; BURST_SIZE];
+        // Snapshots taken up since the start: with the table's epoch, the flow cache's stamp.
+        let mut view_changes: u64 = 0;
         let mut iterations: u64 = 0;
         let mut mark = tsc();
         loop {
@@ -433,6 +492,7 @@ impl Worker {
             if !Arc::ptr_eq(current, &published) {
                 published = Arc::clone(current);
                 view = Arc::clone(&published);
+                view_changes += 1;
                 let (m, e) = build_meters(&view, &my_queues);
                 limits = m;
                 egress.set_meters(e);
@@ -453,17 +513,15 @@ impl Worker {
                 let mut ctx = view.ingress_ctx(ingress);
                 // The code compiled for what this view needs: the same decisions, less work.
                 let tier = view.tier();
-                // Bring every frame's first line in, then work as a pipeline: parse frame
-                // i + LOOKAHEAD and prefetch its MAC-table buckets while deciding frame i, so
-                // the bucket loads overlap without flooding the CPU with outstanding misses.
-                let pkts = burst.as_slice();
-                for m in pkts {
-                    m.prefetch_data();
+                // The flow cache serves views without ingress checks (those need every frame
+                // metered or matched) while it hits often enough to pay for its probes.
+                let caching = gate.is_open() && tier != Tier::Full && ctx.enabled();
+                if !caching {
+                    // Every frame's first line in (the cache's key pass below reads them).
+                    for m in burst.as_slice() {
+                        m.prefetch_data();
+                    }
                 }
-                for (m, p) in pkts.iter().zip(prepared.iter_mut()).take(LOOKAHEAD) {
-                    *p = prepare_in(tier, m.data(), &ctx, &view, &fdb);
-                }
-                let mut bytes = 0u64;
                 // Which frames of this burst sFlow samples: usually none, found with one compare.
                 let (sampled, pool_before) = match sampling.as_mut() {
                     Some(s) => {
@@ -473,15 +531,93 @@ impl Worker {
                     }
                     None => (0, 0),
                 };
+                let mut bytes = 0u64;
                 let mut pkts = burst.drain();
-                let mut i = 0;
-                while let Some(m) = pkts.next() {
-                    if let Some(ahead) = pkts.ahead(LOOKAHEAD - 1) {
-                        prepared[i + LOOKAHEAD] = prepare_in(tier, ahead.data(), &ctx, &view, &fdb);
+                // Frames the flow cache decides, one bit each; sampled frames take the full
+                // path, which sees everything a sample reports.
+                let mut hits: u32 = 0;
+                // Frames before `first` went out by the cache, in the run that opens the burst.
+                let mut first = 0;
+                if caching {
+                    flows.set_stamp(stamp(fdb.epoch(), view_changes, now));
+                    // Every frame's key first, its set prefetched, so the probes below overlap.
+                    for (j, probe) in probes.iter_mut().enumerate().take(n) {
+                        *probe = pkts
+                            .ahead(j)
+                            .and_then(|m| FlowKey::of(m.data(), ingress))
+                            .map(|k| {
+                                let slot = flows.slot(&k);
+                                flows.prefetch(slot);
+                                (k, slot)
+                            });
                     }
-                    let p = &prepared[i];
+                    // The opening run of cached frames; when they all leave as they came by one
+                    // port (a conversation, or one VM's traffic), they join its batch at once.
+                    let mut one_port = true;
+                    while let Some(m) = pkts.ahead(first) {
+                        if sampled & (1 << first) != 0 {
+                            break;
+                        }
+                        let Some(h) = cached(&flows, m, &probes[first], view.mtu) else {
+                            break;
+                        };
+                        bytes += u64::from(m.pkt_len());
+                        hit_of[first] = h;
+                        one_port &= h.as_is() && h.out() == hit_of[0].out();
+                        first += 1;
+                    }
+                    if !(one_port
+                        && first > 0
+                        && egress.join_run(hit_of[0].out(), &mut pkts, first, &mut c))
+                    {
+                        for h in &hit_of[..first] {
+                            let Some(m) = pkts.next() else { break };
+                            send_cached(&pool, *h, m, &mut egress, &mut c);
+                        }
+                    }
+                    hits = ((1u64 << first) - 1) as u32;
+                    // A miss: the rest of the burst is probed as a whole, and its misses
+                    // decided in a pipeline.
+                    for j in first + 1..n {
+                        if let Some(m) = pkts.ahead(j - first) {
+                            if let Some(h) = cached(&flows, m, &probes[j], view.mtu) {
+                                hit_of[j] = h;
+                                hits |= 1 << j;
+                            }
+                        }
+                    }
+                    hits &= !sampled;
+                }
+                // The full path, as a pipeline: parse frame i + LOOKAHEAD and prefetch its
+                // MAC-table buckets while deciding frame i, so the bucket loads overlap without
+                // flooding the CPU with outstanding misses.
+                for (j, p) in prepared
+                    .iter_mut()
+                    .enumerate()
+                    .take((first + LOOKAHEAD).min(n))
+                    .skip(first)
+                {
+                    if hits & (1 << j) == 0 {
+                        if let Some(m) = pkts.ahead(j - first) {
+                            *p = prepare_in(tier, m.data(), &ctx, &view, &fdb);
+                        }
+                    }
+                }
+                let mut i = first;
+                while let Some(m) = pkts.next() {
+                    let ahead = i + LOOKAHEAD;
+                    if ahead < n && hits & (1 << ahead) == 0 {
+                        if let Some(a) = pkts.ahead(LOOKAHEAD - 1) {
+                            prepared[ahead] = prepare_in(tier, a.data(), &ctx, &view, &fdb);
+                        }
+                    }
                     i += 1;
                     bytes += u64::from(m.pkt_len());
+                    if hits & (1 << (i - 1)) != 0 {
+                        send_cached(&pool, hit_of[i - 1], m, &mut egress, &mut c);
+                        continue;
+                    }
+                    let p = &prepared[i - 1];
                     let v = decide_in(
                         tier,
                         &ctx,
@@ -516,6 +652,13 @@ impl Worker {
                     match v.action {
                         Action::Unicast(out) => {
                             c.add(WorkerCounter::Unicast, 1);
+                            if caching {
+                                if let (Some(k), Some(hit)) =
+                                    (FlowKey::of(m.data(), ingress), entry_for(&v, p, &view))
+                                {
+                                    flows.insert(flows.slot(&k), &k, hit);
+                                }
+                            }
                             if v.as_is {
                                 egress.push(out, m, &mut c);
                             } else {
@@ -556,11 +699,18 @@ impl Worker {
                             {
                                 // The rest of this burst is dropped too.
                                 ctx = view.ingress_ctx(ingress);
+                                view_changes += 1;
                             }
                         }
                     }
                 }
                 egress.flush_all(&mut c);
+                let cached = u64::from(hits.count_ones());
+                if caching {
+                    gate.count(n as u64, cached);
+                }
+                c.add(WorkerCounter::Unicast, cached);
+                c.add(WorkerCounter::FlowCacheHits, cached);
                 c.add(WorkerCounter::Packets, n as u64);
                 c.add(WorkerCounter::Bursts, 1);
                 c.port_add(inp, PortCounter::RxPackets, n as u64);
@@ -576,6 +726,7 @@ impl Worker {
                 c.add(WorkerCounter::Iterations, HOUSEKEEPING_INTERVAL);
                 c.publish(&stats);
                 stats.merge_cycles(&mut cycles);
+                gate.review();
                 if stop.load(Ordering::Acquire) {
                     break;
                 }
@@ -587,6 +738,7 @@ impl Worker {
                     if !Arc::ptr_eq(current, &published) {
                         published = Arc::clone(current);
                         view = Arc::clone(&published);
+                        view_changes += 1;
                     }
                     match cmd {
                         WorkerCommand::AddRx(q) => {
@@ -597,6 +749,7 @@ impl Worker {
                             let p = q.port().index();
                             egress.flush_all(&mut c);
                             egress.tx[p] = Some(q);
+                            egress.refresh_ready();
                         }
                         WorkerCommand::RemovePort(port) => {
                             egress.flush_all(&mut c);
@@ -605,6 +758,7 @@ impl Worker {
                             if let Some(slot) = egress.tx.get_mut(usize::from(port)) {
                                 *slot = None;
                             }
+                            egress.refresh_ready();
                         }
                         WorkerCommand::SetSampler(port, mut sampler) => {
                             if let Some(s) = sampling.as_mut() {
@@ -641,6 +795,37 @@ impl Worker {
         );
         0
     }
+}
+
+/// The flow cache's decision for `m`, received on `ingress`; None sends the frame down the
+/// full path.
+#[inline(always)]
+fn cached(flows: &FlowCache, m: &Mbuf, probe: &Option<(FlowKey, Slot)>, mtu: u32) -> Option<Hit> {
+    let (k, slot) = probe.as_ref()?;
+    flows.decided(k, *slot, m.pkt_len(), m.nb_segs(), mtu)
+}
+
+/// Sends a frame the flow cache decided, retagged if its decision says so.
+#[inline(always)]
+fn send_cached(pool: &Mempool, h: Hit, m: Mbuf, egress: &mut Egress, c: &mut Counters) {
+    if h.as_is() {
+        egress.push(h.out(), m, c);
+        return;
+    }
+    let pcp = match (h.in_tagged(), m.data().get(14..16)) {
+        (true, Some(b)) => be16(b) & 0xf000,
+        _ => 0,
+    };
+    let want = h.out_tagged().then_some(pcp | h.vlan());
+    match into_wire(pool, m, h.in_tagged(), want) {
+        Some(m) => egress.push(h.out(), m, c),
+        None => c.drop_one(DropReason::TxFull),
+    }
+}
+
+#[inline(always)]
+fn be16(b: &[u8]) -> u16 {
+    u16::from_be_bytes([b[0], b[1]])
 }
 
 /// Puts a sampled frame's record into the worker's sample ring (1 frame in N: out of line).

@@ -274,6 +274,28 @@ impl BurstDrain<'_> {
     }
 }
 
+impl BurstDrain<'_> {
+    /// Moves the next packets, up to `k` of them, into `batch` in order, as far as the batch
+    /// has room. Returns how many moved.
+    #[inline(always)]
+    pub fn move_into(&mut self, batch: &mut TxBatch, k: usize) -> usize {
+        let k = k.min(BURST_SIZE - batch.len).min(self.len - self.next);
+        // SAFETY: slots next..next+k of the burst hold initialised mbufs not yet taken, and
+        // slots len..len+k of the batch are free (k fits both); advancing `next` and `len` by
+        // k moves their ownership exactly once. The two arrays are distinct objects.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.burst.mbufs.as_ptr().add(self.next),
+                batch.mbufs.as_mut_ptr().add(batch.len),
+                k,
+            );
+        }
+        self.next += k;
+        batch.len += k;
+        k
+    }
+}
+
 impl Iterator for BurstDrain<'_> {
     type Item = Mbuf;
 
