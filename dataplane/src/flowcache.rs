@@ -31,8 +31,9 @@ use crate::packet::ethertype;
 /// Entries per set: one cache line.
 const WAYS: usize = 2;
 
-/// Sets in a worker's cache by default: 16,384 entries, 512 KiB.
-pub const DEFAULT_SETS: usize = 8192;
+/// Sets in a worker's cache by default: 32,768 entries, 1 MiB (4K conversations fit with few
+/// conflicts between them).
+pub const DEFAULT_SETS: usize = 16384;
 
 /// Set in every valid key, so an empty (all-zero) entry never matches.
 const KEY_VALID: u32 = 1 << 31;
@@ -317,31 +318,40 @@ impl FlowCache {
     }
 }
 
-/// Whether a worker uses its flow cache: not while too few frames hit it (many more
-/// conversations than entries), where probing would only add work. Reviewed every
-/// housekeeping interval; once closed, it opens again after a few intervals to look again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a worker uses its flow cache, chosen by measurement: cycles per frame with the cache
+/// and without it. The cache pays when conversations repeat within its reach; with far more
+/// conversations than entries (or than the CPU caches hold) its probes only add work. The
+/// worker runs the mode that measured cheaper and, every [`TRIAL_EVERY`] measurements, tries
+/// the other for one (two for the cache: the first warms it up, the second is measured).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CacheGate {
     open: bool,
-    probes: u64,
-    hits: u64,
-    closed_for: u32,
+    packets: u64,
+    cycles: u64,
+    /// Cycles per frame last measured with the cache and without it.
+    with: Option<f64>,
+    without: Option<f64>,
+    /// Measurements since the last trial.
+    since_trial: u32,
+    /// Measurements left in a trial of the other mode (2: warming the cache up, 1: measuring).
+    trial: u8,
 }
 
-/// Below one hit in this many probes, the cache costs more than it saves.
-const MIN_HIT_SHARE: u64 = 4;
-/// Probes an interval needs before its hit rate says anything.
-const MIN_PROBES: u64 = 1024;
-/// Intervals the gate stays closed before the cache is tried again.
-const CLOSED_INTERVALS: u32 = 15;
+/// Frames a measurement needs before it says anything.
+const MIN_PACKETS: u64 = 8192;
+/// Measurements between two trials of the mode not in use.
+pub const TRIAL_EVERY: u32 = 64;
 
 impl Default for CacheGate {
     fn default() -> Self {
         CacheGate {
             open: true,
-            probes: 0,
-            hits: 0,
-            closed_for: 0,
+            packets: 0,
+            cycles: 0,
+            with: None,
+            without: None,
+            since_trial: 0,
+            trial: 0,
         }
     }
 }
@@ -353,27 +363,49 @@ impl CacheGate {
         self.open
     }
 
-    /// Counts a burst's frames looked up in the cache and how many it decided.
+    /// Counts a burst: its frames and the cycles they took.
     #[inline(always)]
-    pub fn count(&mut self, probes: u64, hits: u64) {
-        self.probes += probes;
-        self.hits += hits;
+    pub fn count(&mut self, packets: u64, cycles: u64) {
+        self.packets += packets;
+        self.cycles += cycles;
     }
 
-    /// Ends an interval: closes the gate if too few probes hit, opens it after it has been
-    /// closed long enough.
+    /// Ends a housekeeping interval: once enough frames were counted, records what the
+    /// current mode costs and picks the mode for the next measurement.
     pub fn review(&mut self) {
-        if self.open {
-            if self.probes >= MIN_PROBES && self.hits * MIN_HIT_SHARE < self.probes {
-                self.open = false;
-                self.closed_for = CLOSED_INTERVALS;
-            }
-        } else {
-            self.closed_for = self.closed_for.saturating_sub(1);
-            self.open = self.closed_for == 0;
+        if self.packets < MIN_PACKETS {
+            return;
         }
-        self.probes = 0;
-        self.hits = 0;
+        let cost = self.cycles as f64 / self.packets as f64;
+        (self.packets, self.cycles) = (0, 0);
+        match self.trial {
+            2 => self.trial = 1,
+            1 => {
+                self.record(cost);
+                self.trial = 0;
+                self.open = match (self.with, self.without) {
+                    (Some(w), Some(wo)) => w <= wo,
+                    _ => self.open,
+                };
+            }
+            _ => {
+                self.record(cost);
+                self.since_trial += 1;
+                if self.since_trial >= TRIAL_EVERY {
+                    self.since_trial = 0;
+                    self.open = !self.open;
+                    self.trial = if self.open { 2 } else { 1 };
+                }
+            }
+        }
+    }
+
+    fn record(&mut self, cost: f64) {
+        if self.open {
+            self.with = Some(cost);
+        } else {
+            self.without = Some(cost);
+        }
     }
 }
 
@@ -475,26 +507,39 @@ mod tests {
         assert_eq!(c.get(s0, same[1]).map(|h| h.out()), Some(1));
     }
 
-    #[test]
-    fn the_gate_closes_on_a_low_hit_rate_and_looks_again_later() {
-        let mut g = CacheGate::default();
-        assert!(g.is_open());
-        // Too few probes to judge: stays open.
-        g.count(100, 0);
-        g.review();
-        assert!(g.is_open());
-        // A good hit rate: stays open.
-        g.count(10_000, 9_000);
-        g.review();
-        assert!(g.is_open());
-        // A poor one closes it for CLOSED_INTERVALS intervals.
-        g.count(10_000, 1_000);
-        g.review();
-        for _ in 0..CLOSED_INTERVALS {
-            assert!(!g.is_open());
+    /// Runs the gate for `rounds` measurements of frames costing `with` or `without` cycles;
+    /// returns the share of measurements (trials included) run with the cache.
+    fn share_open(g: &mut CacheGate, rounds: u32, with: u64, without: u64) -> f64 {
+        let mut open = 0;
+        for _ in 0..rounds {
+            open += u32::from(g.is_open());
+            let cost = if g.is_open() { with } else { without };
+            g.count(MIN_PACKETS, MIN_PACKETS * cost);
             g.review();
         }
-        assert!(g.is_open(), "tried again");
+        f64::from(open) / f64::from(rounds)
+    }
+
+    #[test]
+    fn the_gate_runs_the_cheaper_mode_and_keeps_trying_the_other() {
+        let mut g = CacheGate::default();
+        assert!(g.is_open());
+        // Too few frames to measure: nothing changes.
+        g.count(100, 100_000);
+        g.review();
+        assert!(g.is_open());
+        // The cache pays: in use but for the trials without it.
+        let share = share_open(&mut g, 20 * TRIAL_EVERY, 50, 75);
+        assert!(share > 0.95 && share < 1.0, "{share}");
+        assert!(g.is_open());
+        // The traffic changes and the cache stops paying: it goes out of use at the next
+        // trial, and is tried again now and then.
+        let share = share_open(&mut g, 20 * TRIAL_EVERY, 160, 150);
+        assert!(share > 0.0 && share < 0.05, "{share}");
+        assert!(!g.is_open());
+        // And back.
+        share_open(&mut g, TRIAL_EVERY + 2, 50, 75);
+        assert!(g.is_open());
     }
 
     /// A worker's use of the cache, replayed against the full decision: frames from a few

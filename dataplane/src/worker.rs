@@ -483,6 +483,7 @@ impl Worker {
         let mut gate = CacheGate::default();
         let mut hit_of = [Hit::default(); BURST_SIZE];
         let mut probes: [Option<(FlowKey, Slot)>; BURST_SIZE] = [None; BURST_SIZE];
+        let mut misses = [0u8; BURST_SIZE];
         // Snapshots taken up since the start: with the table's epoch, the flow cache's stamp.
         let mut view_changes: u64 = 0;
         let mut iterations: u64 = 0;
@@ -514,10 +515,10 @@ impl Worker {
                 // The code compiled for what this view needs: the same decisions, less work.
                 let tier = view.tier();
                 // The flow cache serves views without ingress checks (those need every frame
-                // metered or matched) while it hits often enough to pay for its probes.
+                // metered or matched) while it measures cheaper than the full path alone.
                 let caching = gate.is_open() && tier != Tier::Full && ctx.enabled();
                 if !caching {
-                    // Every frame's first line in (the cache's key pass below reads them).
+                    // Every frame's first line in (with the cache, its key pass reads them).
                     for m in burst.as_slice() {
                         m.prefetch_data();
                     }
@@ -576,47 +577,65 @@ impl Worker {
                         }
                     }
                     hits = ((1u64 << first) - 1) as u32;
-                    // A miss: the rest of the burst is probed as a whole, and its misses
-                    // decided in a pipeline.
+                    // After a miss: the rest of the burst is probed as a whole.
                     for j in first + 1..n {
-                        if let Some(m) = pkts.ahead(j - first) {
-                            if let Some(h) = cached(&flows, m, &probes[j], view.mtu) {
-                                hit_of[j] = h;
-                                hits |= 1 << j;
-                            }
+                        let Some(m) = pkts.ahead(j - first) else {
+                            break;
+                        };
+                        if sampled & (1 << j) != 0 {
+                            continue;
+                        }
+                        if let Some(h) = cached(&flows, m, &probes[j], view.mtu) {
+                            bytes += u64::from(m.pkt_len());
+                            hit_of[j] = h;
+                            hits |= 1 << j;
                         }
                     }
-                    hits &= !sampled;
                 }
-                // The full path, as a pipeline: parse frame i + LOOKAHEAD and prefetch its
-                // MAC-table buckets while deciding frame i, so the bucket loads overlap without
-                // flooding the CPU with outstanding misses.
-                for (j, p) in prepared
-                    .iter_mut()
-                    .enumerate()
-                    .take((first + LOOKAHEAD).min(n))
-                    .skip(first)
-                {
+                // The rest take the full path, as a pipeline: parse miss k + LOOKAHEAD and
+                // prefetch its MAC-table buckets while deciding miss k, so the bucket loads
+                // overlap without flooding the CPU with outstanding misses.
+                let mut nmiss = 0;
+                for j in first..n {
                     if hits & (1 << j) == 0 {
-                        if let Some(m) = pkts.ahead(j - first) {
-                            *p = prepare_in(tier, m.data(), &ctx, &view, &fdb);
-                        }
+                        misses[nmiss] = j as u8;
+                        nmiss += 1;
+                    }
+                }
+                for &j in &misses[..nmiss.min(LOOKAHEAD)] {
+                    if let Some(m) = pkts.ahead(usize::from(j) - first) {
+                        prepared[usize::from(j)] = prepare_in(tier, m.data(), &ctx, &view, &fdb);
                     }
                 }
                 let mut i = first;
-                while let Some(m) = pkts.next() {
-                    let ahead = i + LOOKAHEAD;
-                    if ahead < n && hits & (1 << ahead) == 0 {
-                        if let Some(a) = pkts.ahead(LOOKAHEAD - 1) {
-                            prepared[ahead] = prepare_in(tier, a.data(), &ctx, &view, &fdb);
+                let mut k = 0;
+                while i < n {
+                    if hits & (1 << i) != 0 {
+                        // Runs of cached frames join their batch at once here too.
+                        let h = hit_of[i];
+                        let mut run = 1;
+                        while i + run < n && hits & (1 << (i + run)) != 0 && hit_of[i + run] == h {
+                            run += 1;
                         }
-                    }
-                    i += 1;
-                    bytes += u64::from(m.pkt_len());
-                    if hits & (1 << (i - 1)) != 0 {
-                        send_cached(&pool, hit_of[i - 1], m, &mut egress, &mut c);
+                        if h.as_is() && egress.join_run(h.out(), &mut pkts, run, &mut c) {
+                            i += run;
+                        } else {
+                            let Some(m) = pkts.next() else { break };
+                            send_cached(&pool, h, m, &mut egress, &mut c);
+                            i += 1;
+                        }
                         continue;
                     }
+                    if k + LOOKAHEAD < nmiss {
+                        let j = usize::from(misses[k + LOOKAHEAD]);
+                        if let Some(a) = pkts.ahead(j - i) {
+                            prepared[j] = prepare_in(tier, a.data(), &ctx, &view, &fdb);
+                        }
+                    }
+                    k += 1;
+                    let Some(m) = pkts.next() else { break };
+                    i += 1;
+                    bytes += u64::from(m.pkt_len());
                     let p = &prepared[i - 1];
                     let v = decide_in(
                         tier,
@@ -706,9 +725,6 @@ impl Worker {
                 }
                 egress.flush_all(&mut c);
                 let cached = u64::from(hits.count_ones());
-                if caching {
-                    gate.count(n as u64, cached);
-                }
                 c.add(WorkerCounter::Unicast, cached);
                 c.add(WorkerCounter::FlowCacheHits, cached);
                 c.add(WorkerCounter::Packets, n as u64);
@@ -719,6 +735,7 @@ impl Worker {
                 let spent = t.wrapping_sub(mark);
                 c.add(WorkerCounter::BusyCycles, spent);
                 cycles.saturating_record(spent);
+                gate.count(n as u64, spent);
                 mark = t;
             }
             iterations += 1;

@@ -115,6 +115,37 @@ fn eal_mempool_ring_and_port_lifecycle() {
     );
     drop(extra);
     assert_eq!(pool.in_use(), 0, "every mbuf back in the pool");
+
+    // A run of frames moves into a batch as far as it has room, in order; the rest stay in
+    // the burst, and every buffer is still freed exactly once.
+    let mut batch = TxBatch::new();
+    assert_eq!(rxq[0].rx_burst(&mut burst), BURST_SIZE);
+    for m in burst.drain().take(20) {
+        assert!(batch.push(m).is_ok());
+    }
+    assert_eq!(
+        pool.in_use(),
+        20,
+        "the 12 not taken were freed with the drain"
+    );
+    assert_eq!(rxq[0].rx_burst(&mut burst), BURST_SIZE);
+    let order: Vec<*const u8> = burst.as_slice().iter().map(|m| m.data().as_ptr()).collect();
+    let mut pkts = burst.drain();
+    assert_eq!(pkts.move_into(&mut batch, 5), 5);
+    assert_eq!(pkts.move_into(&mut batch, 32), 7, "room for 7 more");
+    assert_eq!(batch.len(), BURST_SIZE);
+    assert_eq!(
+        pkts.ahead(0).map(|m| m.data().as_ptr()),
+        Some(order[12]),
+        "the frames that did not fit stay next, in order"
+    );
+    let (sent, dropped) = txq[0].flush(&mut batch);
+    assert_eq!((sent, dropped), (BURST_SIZE, 0));
+    assert_eq!(pkts.move_into(&mut batch, 32), 20, "the 20 left");
+    assert!(pkts.next().is_none());
+    drop(pkts);
+    assert_eq!(batch.discard(), 20);
+    assert_eq!(pool.in_use(), 0, "moved frames freed once, by their batch");
     assert!(port.stats().unwrap().opackets >= BURST_SIZE as u64);
 
     // A port cannot close while a worker still holds its queues; once they are gone it can.
