@@ -280,9 +280,9 @@ impl BurstDrain<'_> {
     #[inline(always)]
     pub fn move_into(&mut self, batch: &mut TxBatch, k: usize) -> usize {
         let k = k.min(BURST_SIZE - batch.len).min(self.len - self.next);
-        // SAFETY: slots next..next+k of the burst hold initialised mbufs not yet taken, and
-        // slots len..len+k of the batch are free (k fits both); advancing `next` and `len` by
-        // k moves their ownership exactly once. The two arrays are distinct objects.
+        // k fits both: the burst's slots next..next+k hold mbufs not yet taken, the batch's
+        // slots len..len+k are free, and the two arrays are distinct objects.
+        // SAFETY: as above; advancing `next` and `len` by k moves ownership exactly once.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.burst.mbufs.as_ptr().add(self.next),
