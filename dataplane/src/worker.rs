@@ -1,4 +1,5 @@
-//! The poll loop of one worker lcore: rx burst -> decide -> per-port tx batches -> flush.
+//! The poll loop of one worker lcore: rx burst -> decide (by the worker's flow cache, else the
+//! full path: parse, classify, learn, look up) -> per-port tx batches -> flush.
 //!
 //! Nothing here allocates, locks, logs or makes a system call of its own per packet (the
 //! PMD's rx/tx may, for kernel-backed devices such as tap). Counters go to the worker's private
