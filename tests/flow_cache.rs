@@ -84,6 +84,10 @@ fn cached_conversations_leave_exactly_as_the_full_path_sends_them() {
         a_to_t.iter().map(|f| tagged(f, 0, 10)).collect::<Vec<_>>()
     );
     assert_eq!(
+        tagged_from(p),
+        p_to_t.iter().map(|f| tagged(f, 5, 10)).collect::<Vec<_>>()
+    );
+    assert_eq!(
         tagged_from(u),
         u_to_w.iter().map(|f| tagged(f, 6, 20)).collect::<Vec<_>>()
     );
@@ -100,4 +104,29 @@ fn cached_conversations_leave_exactly_as_the_full_path_sends_them() {
     );
     assert_eq!(w0["unicast"].as_u64(), Some(frames));
     assert_eq!(r.stats["fdb"]["learned"].as_u64(), Some(0));
+}
+
+#[test]
+fn a_move_within_a_burst_turns_the_decisions_cached_for_the_frames_after_it() {
+    // X lives on port a. Y, on port c, talks to X: c's first burst (32 frames) takes the full
+    // path and fills the cache. In c's second burst X turns up on c itself: Y's frames after
+    // that are for a host on their own segment and are dropped, not sent to X's old port.
+    let (x, y) = (mac(0x0a), mac(0x0c));
+    let mut from_c: Vec<Vec<u8>> = (0..33).map(|i| frame(x, y, 100, i)).collect();
+    from_c.push(frame(y, x, 100, 100)); // X moves to c (and Y is on c: same segment)
+    from_c.extend((0..5).map(|i| frame(x, y, 100, 200 + i)));
+    let ports = [
+        PcapPort::new("a", "", vec![frame(BROADCAST, x, 100, 1)]),
+        PcapPort::new("b", "", vec![]),
+        PcapPort::new("c", "", from_c.clone()),
+    ];
+    let r = run_pcap_config("", &ports, 2.0);
+    assert_eq!(
+        describe(r.out("a")),
+        describe(&from_c[..33]),
+        "Y's frames before the move only, in order"
+    );
+    assert_frames("b", r.out("b"), &[frame(BROADCAST, x, 100, 1)]);
+    assert_eq!(r.drops("same_segment"), 6);
+    assert_eq!(r.stats["fdb"]["moved"].as_u64(), Some(1));
 }

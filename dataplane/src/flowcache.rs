@@ -37,6 +37,8 @@ pub const DEFAULT_SETS: usize = 16384;
 
 /// Set in every valid key, so an empty (all-zero) entry never matches.
 const KEY_VALID: u32 = 1 << 31;
+/// Set in the key of a frame with a tag.
+const KEY_TAGGED: u32 = 1 << 30;
 
 /// A frame's header as the cache keys it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -46,7 +48,8 @@ pub struct FlowKey {
     /// Bytes 8..16 (the rest of the source, the ethertype and, for a tagged frame, the TCI;
     /// zero past the ethertype otherwise).
     tail: u64,
-    /// KEY_VALID, the ingress port and, for a tagged frame, the inner ethertype.
+    /// KEY_VALID, KEY_TAGGED for a tagged frame, the ingress port (14 bits) and, for a tagged
+    /// frame, the inner ethertype.
     port_inner: u32,
 }
 
@@ -64,21 +67,21 @@ impl FlowKey {
             if inner == ethertype::VLAN || inner == ethertype::QINQ {
                 return None;
             }
-            (tail, inner)
+            (tail, KEY_TAGGED | u32::from(inner))
         } else {
             (tail & 0xffff_ffff_ffff, 0)
         };
         Some(FlowKey {
             head,
             tail,
-            port_inner: KEY_VALID | (u32::from(port & 0x7fff) << 16) | u32::from(inner),
+            port_inner: KEY_VALID | (u32::from(port & 0x3fff) << 16) | inner,
         })
     }
 
     /// Bytes of Ethernet header (with the tag, if any) before the payload.
     #[inline(always)]
     pub fn header_len(&self) -> u32 {
-        if self.port_inner & 0xffff != 0 {
+        if self.port_inner & KEY_TAGGED != 0 {
             18
         } else {
             14
@@ -234,7 +237,8 @@ impl FlowCache {
     /// table's epoch, the worker's snapshot changes and the table's clock (seconds) does.
     #[inline(always)]
     pub fn set_stamp(&mut self, stamp: u64) {
-        // Entries keep the low 32 bits: forget them all before those could come round again.
+        // Entries keep the low 32 bits: forget them all before those could come round again
+        // (the worker sets a stamp every burst; it grows by far less than 2^31 in between).
         if stamp >> 31 != self.stamp >> 31 {
             self.sets.fill(Set::default());
         }
@@ -647,7 +651,15 @@ mod tests {
                     } else {
                         u16::from(src[5]) % 4
                     };
-                    let len = if r >> 56 & 63 == 0 { 1600 } else { 64 };
+                    // Now and then a length at the edges of the MTU (1500), tagged or not.
+                    let len = match r >> 56 & 63 {
+                        0 => 1514,
+                        1 => 1515,
+                        2 => 1518,
+                        3 => 1519,
+                        4 => 1600,
+                        _ => 64,
+                    };
                     let ctx = view.ingress_ctx(ingress);
                     let tier = view.tier();
                     let caching = tier != Tier::Full && ctx.enabled();

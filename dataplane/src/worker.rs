@@ -296,10 +296,13 @@ impl Egress {
             if self.batches[p].is_full() {
                 self.flush_port(p, c);
             }
-            match pkts.move_into(&mut self.batches[p], k) {
-                0 => break, // cannot happen: k frames were left, and the batch had room
-                moved => k -= moved,
+            let moved = pkts.move_into(&mut self.batches[p], k);
+            // k frames were left and the batch had room: something always moves.
+            debug_assert!(moved > 0);
+            if moved == 0 {
+                break;
             }
+            k -= moved;
         }
         self.dirty |= 1 << p;
         true
@@ -615,7 +618,11 @@ impl Worker {
                         // Runs of cached frames join their batch at once here too.
                         let h = hit_of[i];
                         let mut run = 1;
-                        while i + run < n && hits & (1 << (i + run)) != 0 && hit_of[i + run] == h {
+                        while h.as_is()
+                            && i + run < n
+                            && hits & (1 << (i + run)) != 0
+                            && hit_of[i + run] == h
+                        {
                             run += 1;
                         }
                         if h.as_is() && egress.join_run(h.out(), &mut pkts, run, &mut c) {
@@ -638,6 +645,7 @@ impl Worker {
                     i += 1;
                     bytes += u64::from(m.pkt_len());
                     let p = &prepared[i - 1];
+                    let mut moved_here = false;
                     let v = decide_in(
                         tier,
                         &ctx,
@@ -662,6 +670,7 @@ impl Worker {
                         Some(Learn::Learned) => c.add(WorkerCounter::Learned, 1),
                         Some(Learn::Moved { from }) => {
                             report_move(&mut moves, p, from, ingress, &mut c);
+                            moved_here = true;
                         }
                         Some(Learn::Full) => c.add(WorkerCounter::FdbFull, 1),
                         Some(Learn::StaticElsewhere { .. }) => {
@@ -723,6 +732,23 @@ impl Worker {
                             }
                         }
                     }
+                    // The rest of the burst was probed before this move, which may turn their
+                    // decisions: it all takes the full path.
+                    if moved_here && u64::from(hits) >> i != 0 {
+                        hits &= ((1u64 << i) - 1) as u32;
+                        nmiss = 0;
+                        for j in i..n {
+                            misses[nmiss] = j as u8;
+                            nmiss += 1;
+                        }
+                        k = 0;
+                        for &j in &misses[..nmiss.min(LOOKAHEAD)] {
+                            let j = usize::from(j);
+                            if let Some(a) = pkts.ahead(j - i) {
+                                prepared[j] = prepare_in(tier, a.data(), &ctx, &view, &fdb);
+                            }
+                        }
+                    }
                 }
                 egress.flush_all(&mut c);
                 let cached = u64::from(hits.count_ones());
@@ -736,7 +762,9 @@ impl Worker {
                 let spent = t.wrapping_sub(mark);
                 c.add(WorkerCounter::BusyCycles, spent);
                 cycles.saturating_record(spent);
-                gate.count(n as u64, spent);
+                if tier != Tier::Full && ctx.enabled() {
+                    gate.count(n as u64, spent);
+                }
                 mark = t;
             }
             iterations += 1;
