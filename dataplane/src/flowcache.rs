@@ -325,26 +325,39 @@ impl FlowCache {
 /// Whether a worker uses its flow cache, chosen by measurement: cycles per frame with the cache
 /// and without it. The cache pays when conversations repeat within its reach; with far more
 /// conversations than entries (or than the CPU caches hold) its probes only add work. The
-/// worker runs the mode that measured cheaper and, every [`TRIAL_EVERY`] measurements, tries
-/// the other for one (two for the cache: the first warms it up, the second is measured).
+/// worker runs one mode for [`TRIAL_EVERY`] measurements, then tries the other for
+/// [`TRIAL_LEN`] (after one more to warm the cache up, when it is the cache's turn), and keeps
+/// the other only if it cost clearly less than the whole stint before it. Averaging over
+/// several measurements matters: consecutive ones differ by 15% on a steady load.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CacheGate {
     open: bool,
+    /// The measurement in progress.
     packets: u64,
     cycles: u64,
-    /// Cycles per frame last measured with the cache and without it.
-    with: Option<f64>,
-    without: Option<f64>,
-    /// Measurements since the last trial.
+    /// The current stint (or trial), summed over its measurements.
+    run_packets: u64,
+    run_cycles: u64,
+    /// Cycles per frame of the stint before the trial in progress.
+    before_trial: f64,
+    /// Measurements since the stint began.
     since_trial: u32,
-    /// Measurements left in a trial of the other mode (2: warming the cache up, 1: measuring).
-    trial: u8,
+    /// Measurements left in a trial of the other mode (0: none).
+    trial_left: u32,
+    /// The trial's first measurement only warms the cache up.
+    warming: bool,
 }
 
 /// Frames a measurement needs before it says anything.
 const MIN_PACKETS: u64 = 8192;
-/// Measurements between two trials of the mode not in use.
-pub const TRIAL_EVERY: u32 = 64;
+/// Measurements a stint of one mode lasts before the other is tried.
+pub const TRIAL_EVERY: u32 = 256;
+/// Measurements a trial lasts.
+pub const TRIAL_LEN: u32 = 4;
+/// The first trial comes after this many measurements (a worker may start in the worse mode).
+const FIRST_TRIAL_AFTER: u32 = 16;
+/// A trial's mode replaces the current one only below this share of its cost.
+const SWITCH_MARGIN: f64 = 0.95;
 
 impl Default for CacheGate {
     fn default() -> Self {
@@ -352,10 +365,12 @@ impl Default for CacheGate {
             open: true,
             packets: 0,
             cycles: 0,
-            with: None,
-            without: None,
-            since_trial: 0,
-            trial: 0,
+            run_packets: 0,
+            run_cycles: 0,
+            before_trial: 0.0,
+            since_trial: TRIAL_EVERY - FIRST_TRIAL_AFTER,
+            trial_left: 0,
+            warming: false,
         }
     }
 }
@@ -374,41 +389,39 @@ impl CacheGate {
         self.cycles += cycles;
     }
 
-    /// Ends a housekeeping interval: once enough frames were counted, records what the
-    /// current mode costs and picks the mode for the next measurement.
+    /// Ends a housekeeping interval: once enough frames were counted, adds the measurement to
+    /// the stint or trial in progress and, at its end, picks the mode that goes on.
     pub fn review(&mut self) {
         if self.packets < MIN_PACKETS {
             return;
         }
-        let cost = self.cycles as f64 / self.packets as f64;
+        let (packets, cycles) = (self.packets, self.cycles);
         (self.packets, self.cycles) = (0, 0);
-        match self.trial {
-            2 => self.trial = 1,
-            1 => {
-                self.record(cost);
-                self.trial = 0;
-                self.open = match (self.with, self.without) {
-                    (Some(w), Some(wo)) => w <= wo,
-                    _ => self.open,
-                };
-            }
-            _ => {
-                self.record(cost);
-                self.since_trial += 1;
-                if self.since_trial >= TRIAL_EVERY {
-                    self.since_trial = 0;
-                    self.open = !self.open;
-                    self.trial = if self.open { 2 } else { 1 };
-                }
-            }
+        if self.warming {
+            self.warming = false;
+            return;
         }
-    }
-
-    fn record(&mut self, cost: f64) {
-        if self.open {
-            self.with = Some(cost);
-        } else {
-            self.without = Some(cost);
+        self.run_packets += packets;
+        self.run_cycles += cycles;
+        let cost = self.run_cycles as f64 / self.run_packets as f64;
+        if self.trial_left > 0 {
+            self.trial_left -= 1;
+            if self.trial_left == 0 {
+                if cost > self.before_trial * SWITCH_MARGIN {
+                    self.open = !self.open;
+                }
+                self.since_trial = 0;
+                (self.run_packets, self.run_cycles) = (0, 0);
+            }
+            return;
+        }
+        self.since_trial += 1;
+        if self.since_trial >= TRIAL_EVERY {
+            self.before_trial = cost;
+            (self.run_packets, self.run_cycles) = (0, 0);
+            self.open = !self.open;
+            self.trial_left = TRIAL_LEN;
+            self.warming = self.open;
         }
     }
 }
@@ -511,13 +524,19 @@ mod tests {
         assert_eq!(c.get(s0, same[1]).map(|h| h.out()), Some(1));
     }
 
-    /// Runs the gate for `rounds` measurements of frames costing `with` or `without` cycles;
-    /// returns the share of measurements (trials included) run with the cache.
+    /// Runs the gate for `rounds` measurements of frames costing `with` or `without` cycles
+    /// (alternately 15% above and below, as a steady load measures); returns the share of
+    /// measurements (trials included) run with the cache.
     fn share_open(g: &mut CacheGate, rounds: u32, with: u64, without: u64) -> f64 {
         let mut open = 0;
-        for _ in 0..rounds {
+        for r in 0..rounds {
             open += u32::from(g.is_open());
             let cost = if g.is_open() { with } else { without };
+            let cost = if r % 2 == 0 {
+                cost * 115 / 100
+            } else {
+                cost * 85 / 100
+            };
             g.count(MIN_PACKETS, MIN_PACKETS * cost);
             g.review();
         }
@@ -534,16 +553,27 @@ mod tests {
         assert!(g.is_open());
         // The cache pays: in use but for the trials without it.
         let share = share_open(&mut g, 20 * TRIAL_EVERY, 50, 75);
-        assert!(share > 0.95 && share < 1.0, "{share}");
+        assert!(share > 0.98 && share < 1.0, "{share}");
         assert!(g.is_open());
-        // The traffic changes and the cache stops paying: it goes out of use at the next
-        // trial, and is tried again now and then.
-        let share = share_open(&mut g, 20 * TRIAL_EVERY, 160, 150);
-        assert!(share > 0.0 && share < 0.05, "{share}");
+        // The traffic changes and the cache stops paying (by 10%): out of use after the next
+        // trial, and tried again now and then.
+        let share = share_open(&mut g, 20 * TRIAL_EVERY, 165, 150);
+        assert!(share > 0.0 && share < 0.1, "{share}");
         assert!(!g.is_open());
-        // And back.
-        share_open(&mut g, TRIAL_EVERY + 2, 50, 75);
+        // Within the margin, the mode in use stays.
+        share_open(&mut g, 4 * TRIAL_EVERY, 148, 150);
+        assert!(!g.is_open());
+        // And back when it pays again.
+        share_open(&mut g, TRIAL_EVERY + TRIAL_LEN + 2, 50, 75);
         assert!(g.is_open());
+    }
+
+    #[test]
+    fn a_worker_starting_in_the_worse_mode_leaves_it_soon() {
+        let mut g = CacheGate::default();
+        let share = share_open(&mut g, FIRST_TRIAL_AFTER + TRIAL_LEN + 1, 200, 150);
+        assert!(!g.is_open());
+        assert!(share > 0.5, "{share}");
     }
 
     /// A worker's use of the cache, replayed against the full decision: frames from a few

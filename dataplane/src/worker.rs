@@ -545,56 +545,22 @@ impl Worker {
                 let mut first = 0;
                 if caching {
                     flows.set_stamp(stamp(fdb.epoch(), view_changes, now));
-                    // Every frame's key first, its set prefetched, so the probes below overlap.
-                    for (j, probe) in probes.iter_mut().enumerate().take(n) {
-                        *probe = pkts
-                            .ahead(j)
-                            .and_then(|m| FlowKey::of(m.data(), ingress))
-                            .map(|k| {
-                                let slot = flows.slot(&k);
-                                flows.prefetch(slot);
-                                (k, slot)
-                            });
-                    }
-                    // The opening run of cached frames; when they all leave as they came by one
-                    // port (a conversation, or one VM's traffic), they join its batch at once.
-                    let mut one_port = true;
-                    while let Some(m) = pkts.ahead(first) {
-                        if sampled & (1 << first) != 0 {
-                            break;
-                        }
-                        let Some(h) = cached(&flows, m, &probes[first], view.mtu) else {
-                            break;
-                        };
-                        bytes += u64::from(m.pkt_len());
-                        hit_of[first] = h;
-                        one_port &= h.as_is() && h.out() == hit_of[0].out();
-                        first += 1;
-                    }
-                    if !(one_port
-                        && first > 0
-                        && egress.join_run(hit_of[0].out(), &mut pkts, first, &mut c))
-                    {
-                        for h in &hit_of[..first] {
-                            let Some(m) = pkts.next() else { break };
-                            send_cached(&pool, *h, m, &mut egress, &mut c);
-                        }
-                    }
-                    hits = ((1u64 << first) - 1) as u32;
-                    // After a miss: the rest of the burst is probed as a whole.
-                    for j in first + 1..n {
-                        let Some(m) = pkts.ahead(j - first) else {
-                            break;
-                        };
-                        if sampled & (1 << j) != 0 {
-                            continue;
-                        }
-                        if let Some(h) = cached(&flows, m, &probes[j], view.mtu) {
-                            bytes += u64::from(m.pkt_len());
-                            hit_of[j] = h;
-                            hits |= 1 << j;
-                        }
-                    }
+                    (first, hits) = send_cached_frames(
+                        &mut CacheWork {
+                            flows: &flows,
+                            probes: &mut probes,
+                            hit_of: &mut hit_of,
+                            pool: &pool,
+                            egress: &mut egress,
+                            c: &mut c,
+                            bytes: &mut bytes,
+                        },
+                        &mut pkts,
+                        n,
+                        ingress,
+                        view.mtu,
+                        sampled,
+                    );
                 }
                 // The rest take the full path, as a pipeline: parse miss k + LOOKAHEAD and
                 // prefetch its MAC-table buckets while deciding miss k, so the bucket loads
@@ -841,6 +807,82 @@ impl Worker {
         );
         0
     }
+}
+
+/// What the flow cache's part of a burst works with.
+struct CacheWork<'a> {
+    flows: &'a FlowCache,
+    probes: &'a mut [Option<(FlowKey, Slot)>; BURST_SIZE],
+    hit_of: &'a mut [Hit; BURST_SIZE],
+    pool: &'a Mempool,
+    egress: &'a mut Egress,
+    c: &'a mut Counters,
+    bytes: &'a mut u64,
+}
+
+/// The flow cache's part of a burst of `n` frames from `ingress`: sends the opening run of
+/// frames it decides and probes the rest (not the `sampled` ones). Returns how many frames
+/// it sent (taken from `pkts`) and which frames it decides, one bit each (the opening run's
+/// and the later ones, whose decisions are in `hit_of`). Out of line: the poll loop stays
+/// small for the full path.
+#[inline(never)]
+fn send_cached_frames(
+    w: &mut CacheWork,
+    pkts: &mut BurstDrain,
+    n: usize,
+    ingress: u16,
+    mtu: u32,
+    sampled: u32,
+) -> (usize, u32) {
+    let mut first = 0;
+    // Every frame's key first, its set prefetched, so the probes below overlap.
+    for (j, probe) in w.probes.iter_mut().enumerate().take(n) {
+        *probe = pkts
+            .ahead(j)
+            .and_then(|m| FlowKey::of(m.data(), ingress))
+            .map(|k| {
+                let slot = w.flows.slot(&k);
+                w.flows.prefetch(slot);
+                (k, slot)
+            });
+    }
+    // The opening run of cached frames; when they all leave as they came by one
+    // port (a conversation, or one VM's traffic), they join its batch at once.
+    let mut one_port = true;
+    while let Some(m) = pkts.ahead(first) {
+        if sampled & (1 << first) != 0 {
+            break;
+        }
+        let Some(h) = cached(w.flows, m, &w.probes[first], mtu) else {
+            break;
+        };
+        *w.bytes += u64::from(m.pkt_len());
+        w.hit_of[first] = h;
+        one_port &= h.as_is() && h.out() == w.hit_of[0].out();
+        first += 1;
+    }
+    if !(one_port && first > 0 && w.egress.join_run(w.hit_of[0].out(), pkts, first, w.c)) {
+        for h in &w.hit_of[..first] {
+            let Some(m) = pkts.next() else { break };
+            send_cached(w.pool, *h, m, w.egress, w.c);
+        }
+    }
+    let mut hits = ((1u64 << first) - 1) as u32;
+    // After a miss: the rest of the burst is probed as a whole.
+    for j in first + 1..n {
+        let Some(m) = pkts.ahead(j - first) else {
+            break;
+        };
+        if sampled & (1 << j) != 0 {
+            continue;
+        }
+        if let Some(h) = cached(w.flows, m, &w.probes[j], mtu) {
+            *w.bytes += u64::from(m.pkt_len());
+            w.hit_of[j] = h;
+            hits |= 1 << j;
+        }
+    }
+    (first, hits)
 }
 
 /// The flow cache's decision for `m`, received on `ingress`; None sends the frame down the
