@@ -565,18 +565,10 @@ impl Worker {
                 // The rest take the full path, as a pipeline: parse miss k + LOOKAHEAD and
                 // prefetch its MAC-table buckets while deciding miss k, so the bucket loads
                 // overlap without flooding the CPU with outstanding misses.
-                let mut nmiss = 0;
-                for j in first..n {
-                    if hits & (1 << j) == 0 {
-                        misses[nmiss] = j as u8;
-                        nmiss += 1;
-                    }
-                }
-                for &j in &misses[..nmiss.min(LOOKAHEAD)] {
-                    if let Some(m) = pkts.ahead(usize::from(j) - first) {
-                        prepared[usize::from(j)] = prepare_in(tier, m.data(), &ctx, &view, &fdb);
-                    }
-                }
+                let mut nmiss =
+                    plan_misses(hits, first, n, &pkts, &mut misses, &mut prepared, |d| {
+                        prepare_in(tier, d, &ctx, &view, &fdb)
+                    });
                 let mut i = first;
                 let mut k = 0;
                 while i < n {
@@ -702,18 +694,10 @@ impl Worker {
                     // decisions: it all takes the full path.
                     if moved_here && u64::from(hits) >> i != 0 {
                         hits &= ((1u64 << i) - 1) as u32;
-                        nmiss = 0;
-                        for j in i..n {
-                            misses[nmiss] = j as u8;
-                            nmiss += 1;
-                        }
+                        nmiss = plan_misses(hits, i, n, &pkts, &mut misses, &mut prepared, |d| {
+                            prepare_in(tier, d, &ctx, &view, &fdb)
+                        });
                         k = 0;
-                        for &j in &misses[..nmiss.min(LOOKAHEAD)] {
-                            let j = usize::from(j);
-                            if let Some(a) = pkts.ahead(j - i) {
-                                prepared[j] = prepare_in(tier, a.data(), &ctx, &view, &fdb);
-                            }
-                        }
                     }
                 }
                 egress.flush_all(&mut c);
@@ -807,6 +791,35 @@ impl Worker {
         );
         0
     }
+}
+
+/// Lists in `misses`, in order, the frames `from..n` the flow cache did not decide (`pkts`
+/// is at frame `from`), and prepares the first LOOKAHEAD of them for the full path's
+/// pipeline. Returns how many there are.
+#[inline(always)]
+fn plan_misses(
+    hits: u32,
+    from: usize,
+    n: usize,
+    pkts: &BurstDrain,
+    misses: &mut [u8; BURST_SIZE],
+    prepared: &mut [Prepared; BURST_SIZE],
+    prepare: impl Fn(&[u8]) -> Prepared,
+) -> usize {
+    let mut nmiss = 0;
+    for j in from..n {
+        if hits & (1 << j) == 0 {
+            misses[nmiss] = j as u8;
+            nmiss += 1;
+        }
+    }
+    for &j in &misses[..nmiss.min(LOOKAHEAD)] {
+        let j = usize::from(j);
+        if let Some(m) = pkts.ahead(j - from) {
+            prepared[j] = prepare(m.data());
+        }
+    }
+    nmiss
 }
 
 /// What the flow cache's part of a burst works with.
