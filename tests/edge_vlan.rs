@@ -229,6 +229,122 @@ fn unicast_and_flooding_stay_in_their_vlan_and_learning_is_per_vlan() {
     assert_eq!(fdb["entries"], 9, "{fdb}");
 }
 
+/// `f` zero-padded to the Ethernet minimum (60 bytes without FCS), as a NIC's MAC pads it.
+fn padded(f: &[u8]) -> Vec<u8> {
+    let mut p = f.to_vec();
+    if p.len() < 60 {
+        p.resize(60, 0);
+    }
+    p
+}
+
+/// Every way a frame gets shorter on the way out pads it back to 60 bytes with zeros, and a
+/// frame that came in short leaves at 60 too: a priority tag (PCP 0 and 5) removed on an
+/// access port, a VLAN tag popped on an access port and on a trunk's native VLAN, the two
+/// differently tagged copies of a flood, the flow cache's rewrite of a known unicast, and the
+/// VID 0 tag removed on a VLAN-unaware port.
+#[test]
+fn frames_leave_at_least_60_bytes_long_whatever_the_tagging_does() {
+    let (a, b, t) = (mac(0x0a), mac(0x0b), mac(0x1e));
+    let f1 = frame(BROADCAST, a, 56, 1); // in on a10 priority-tagged, PCP 0: 60 bytes
+    let f2 = frame(BROADCAST, a, 56, 2); // the same with PCP 5
+    let f3 = frame(BROADCAST, a, 42, 3); // an ARP-sized runt, untagged
+    let f4 = frame(b, a, 42, 4); // a runt unicast to b (static on b10): as is, but short
+    let f5 = frame(BROADCAST, t, 56, 5); // in on t tagged VID 10: 60 bytes, popped for a10/b10
+    let f6 = frame(BROADCAST, t, 56, 6); // in on t2 tagged VID 30: popped for t (native) and n30
+                                         // In on t tagged VID 10, to b: a known unicast the flow cache takes after the first burst.
+    let known: Vec<Vec<u8>> = (0..256u16).map(|i| frame(b, t, 56, 100 + i)).collect();
+    let mut from_t = vec![tagged(&f5, 3, 10)];
+    from_t.extend(known.iter().map(|k| tagged(k, 2, 10)));
+    let ports = [
+        PcapPort::new(
+            "a10",
+            ACCESS10,
+            vec![tagged(&f1, 0, 0), tagged(&f2, 5, 0), f3.clone(), f4.clone()],
+        ),
+        PcapPort::new("b10", ACCESS10, vec![]),
+        PcapPort::new(
+            "t",
+            "vlan_mode = \"trunk\"\ntrunks = [10]\nnative_vlan = 30",
+            from_t,
+        ),
+        PcapPort::new("n30", "vlan_mode = \"access\"\nvlan = 30", vec![]),
+        PcapPort::new(
+            "t2",
+            "vlan_mode = \"trunk\"\ntrunks = [30]",
+            vec![tagged(&f6, 0, 30)],
+        ),
+    ];
+    let r = run_pcap_config(
+        "[[fdb]]\nport = \"b10\"\nvlan = 10\nmac = \"02:00:00:00:00:0b\"",
+        &ports,
+        2.0,
+    );
+    let mut to_b = vec![
+        padded(&f1),
+        padded(&f2),
+        padded(&f3),
+        padded(&f4),
+        padded(&f5),
+    ];
+    to_b.extend(known.iter().map(|k| padded(k)));
+    assert_frames("b10 (access 10)", r.out("b10"), &to_b);
+    assert_frames("a10 (access 10)", r.out("a10"), &[padded(&f5)]);
+    assert_frames(
+        "t (trunk 10, native 30)",
+        r.out("t"),
+        &[
+            tagged(&f1, 0, 10),
+            tagged(&f2, 5, 10),
+            padded(&tagged(&f3, 0, 10)),
+            padded(&f6),
+        ],
+    );
+    assert_frames("n30 (access 30)", r.out("n30"), &[padded(&f6)]);
+    assert_frames("t2 (trunk 30)", r.out("t2"), &[]);
+    for (port, frames) in &r.out {
+        assert!(
+            frames.iter().all(|f| f.len() >= 60),
+            "{port} sent a runt: {:?}",
+            describe(frames)
+        );
+    }
+    let hits: u64 = r.stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["flow_cache_hits"].as_u64().unwrap())
+        .sum();
+    assert!(
+        hits > 0,
+        "the flow cache's rewrite was exercised: {}",
+        r.stats["workers"]
+    );
+
+    // A VLAN-unaware bridge removes a priority tag (VID 0) on the way out, and forwards a
+    // runt, or a short frame tagged with a VLAN, padded.
+    let f7 = frame(BROADCAST, a, 56, 7);
+    let f8 = frame(BROADCAST, a, 42, 8);
+    let f9 = frame(BROADCAST, a, 46, 9);
+    let r = run_pcap_config(
+        "",
+        &[
+            PcapPort::new(
+                "x",
+                "",
+                vec![tagged(&f7, 5, 0), f8.clone(), tagged(&f9, 1, 10)],
+            ),
+            PcapPort::new("y", "", vec![]),
+        ],
+        2.0,
+    );
+    assert_frames(
+        "y (VLAN-unaware)",
+        r.out("y"),
+        &[padded(&f7), padded(&f8), padded(&tagged(&f9, 1, 10))],
+    );
+}
+
 #[test]
 fn static_fdb_entries_forward_before_learning_and_never_move() {
     let (s, a, b) = (mac(0x5e), mac(0x0a), mac(0x0b));

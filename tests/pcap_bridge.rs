@@ -225,6 +225,12 @@ fn bad_frames_are_counted_not_forwarded() {
     let bpdu = frame([0x01, 0x80, 0xc2, 0, 0, 0], a, 60, 7);
     let lldp = frame([0x01, 0x80, 0xc2, 0, 0, 0x0e], a, 60, 8);
     let good = frame(BROADCAST, a, 60, 9);
+    // No station has the all-zeros address: frames from it are dropped as from a group
+    // address (the Linux bridge's rule; Open vSwitch learns it).
+    let zero_src = frame(BROADCAST, [0; 6], 60, 10);
+    let zero_src_unicast = frame(mac(0xb), [0; 6], 60, 11);
+    // From p2, after p0's burst: to the zero address, never learned, so flooded.
+    let to_zero = frame([0; 6], mac(0xc), 60, 12);
     let inputs = vec![
         vec![
             runt,
@@ -236,28 +242,32 @@ fn bad_frames_are_counted_not_forwarded() {
             bpdu,
             lldp,
             good.clone(),
+            zero_src,
+            zero_src_unicast,
         ],
         vec![],
+        vec![to_zero.clone()],
     ];
     let (out, stats) = run(&inputs);
-    assert_port(&out, 1, &[&max_ok, &good]);
-    assert!(out[0].is_empty());
+    assert_port(&out, 1, &[&max_ok, &good, &to_zero]);
+    assert_port(&out, 2, &[&max_ok, &good]);
+    assert_port(&out, 0, &[&to_zero]);
     let d = &stats["drops"];
     for (reason, n) in [
         ("runt", 1),
         ("truncated_vlan", 1),
         ("oversize", 1),
         ("multi_segment", 1),
-        ("src_mac_multicast", 1),
+        ("src_mac_invalid", 3),
         ("reserved_dst", 2),
     ] {
         assert_eq!(d[reason], n, "drops.{reason}: {d}");
     }
-    assert_eq!(port_stat(&stats, "p0", "rx_packets"), 9);
-    assert_eq!(port_stat(&stats, "p0", "rx_dropped"), 7);
-    assert_eq!(port_stat(&stats, "p1", "tx_packets"), 2);
+    assert_eq!(port_stat(&stats, "p0", "rx_packets"), 11);
+    assert_eq!(port_stat(&stats, "p0", "rx_dropped"), 9);
+    assert_eq!(port_stat(&stats, "p1", "tx_packets"), 3);
     assert_eq!(
-        stats["fdb"]["entries"], 1,
-        "only the valid unicast source is learned"
+        stats["fdb"]["entries"], 2,
+        "only the valid unicast sources (a, c) are learned"
     );
 }

@@ -275,3 +275,137 @@ fn config_reload_of_a_broken_file_names_the_field() {
     assert!(r.stdout.contains("changed port b"), "{r:?}");
     sw.stop();
 }
+
+/// Where a switch's start ports come from.
+#[derive(Debug, Clone, Copy)]
+enum StartedFrom {
+    Flags,
+    File,
+    Both,
+}
+
+/// Every runtime change (port/add, port/set, port/del, bridge/set, sflow/set, config/reload,
+/// SIGHUP) behaves the same for a switch started from `--port` flags only, from a file only,
+/// and from both: each answers, each port keeps its sFlow ifIndex across every change, a new
+/// port gets the lowest index free and goes after the others.
+#[test]
+fn runtime_changes_work_alike_from_flags_from_a_file_and_from_both() {
+    require_hugepages();
+    for from in [StartedFrom::Flags, StartedFrom::File, StartedFrom::Both] {
+        let port = |name: &str, n: u32| format!("{name}=net_null{n},no-rx=1");
+        let table = |name: &str, n: u32| {
+            format!("[[ports]]\nname = \"{name}\"\ndevargs = \"net_null{n},no-rx=1\"\n")
+        };
+        let (file, flags) = match from {
+            StartedFrom::Flags => (String::new(), vec![port("a", 0), port("b", 1)]),
+            StartedFrom::File => (format!("{}{}", table("a", 0), table("b", 1)), vec![]),
+            StartedFrom::Both => (table("a", 0), vec![port("b", 1)]),
+        };
+        let cfg = ConfigFile::new(&file);
+        let mut args: Vec<String> = flags.iter().map(|f| format!("--port={f}")).collect();
+        if !file.is_empty() {
+            args.extend(cfg.args());
+        }
+        let mut sw = Switch::start(&args);
+        sw.wait_ready();
+        // (name, ifIndex) of every port, in port order.
+        let indexes = |sw: &Switch| -> Vec<(String, u64)> {
+            sw.ctl_json(&["port/show"])["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p["name"].as_str().unwrap().to_owned(),
+                        p["if_index"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        let want = |w: &[(&str, u64)]| -> Vec<(String, u64)> {
+            w.iter().map(|(n, i)| (n.to_string(), *i)).collect()
+        };
+        let ok = |sw: &Switch, args: &[&str]| {
+            let r = sw.appctl(args);
+            assert_eq!(r.code, 0, "{from:?}: {args:?}: {r:?}");
+            r.stdout
+        };
+        assert_eq!(indexes(&sw), want(&[("a", 1), ("b", 2)]), "{from:?}");
+        ok(&sw, &["port/add", "c", "net_null2,no-rx=1"]);
+        assert_eq!(
+            indexes(&sw),
+            want(&[("a", 1), ("b", 2), ("c", 3)]),
+            "{from:?}: port/add"
+        );
+        ok(&sw, &["port/set", "c", "vlan=10"]);
+        ok(&sw, &["port/set", "b", "max_macs=8"]);
+        assert_eq!(
+            indexes(&sw),
+            want(&[("a", 1), ("b", 2), ("c", 3)]),
+            "{from:?}: port/set"
+        );
+        ok(&sw, &["port/del", "a"]);
+        assert_eq!(
+            indexes(&sw),
+            want(&[("b", 2), ("c", 3)]),
+            "{from:?}: port/del keeps the others' indexes"
+        );
+        ok(&sw, &["port/add", "d", "net_null3,no-rx=1"]);
+        assert_eq!(
+            indexes(&sw),
+            want(&[("b", 2), ("c", 3), ("d", 1)]),
+            "{from:?}: a new port takes the lowest index free"
+        );
+        let r = sw.appctl(&["port/set", "d", "if_index=2"]);
+        assert_eq!(r.code, 2, "{from:?}: a taken index is refused: {r:?}");
+        assert!(
+            r.stderr.contains("if_index 2") && r.stderr.contains("\"b\""),
+            "{from:?}: {r:?}"
+        );
+        ok(&sw, &["bridge/set", "fdb_aging_secs=60"]);
+        ok(
+            &sw,
+            &[
+                "sflow/set",
+                "agent_address=192.0.2.1",
+                "collectors=[\"127.0.0.1:9\"]",
+                "polling_interval=0",
+            ],
+        );
+        assert_eq!(
+            indexes(&sw),
+            want(&[("b", 2), ("c", 3), ("d", 1)]),
+            "{from:?}: bridge/set and sflow/set"
+        );
+        ok(&sw, &["port/del", "c"]);
+        ok(&sw, &["port/del", "d"]);
+        ok(&sw, &["port/add", "e", "net_null4,no-rx=1"]);
+        assert_eq!(
+            indexes(&sw),
+            want(&[("b", 2), ("e", 1)]),
+            "{from:?}: port/del, port/add"
+        );
+        // The start's configuration again: e goes, a comes back with the lowest index free.
+        let out = ok(&sw, &["config/reload"]);
+        assert!(
+            out.contains("removed port e") && out.contains("added port a"),
+            "{from:?}: {out}"
+        );
+        assert_eq!(
+            indexes(&sw),
+            want(&[("a", 1), ("b", 2)]),
+            "{from:?}: config/reload"
+        );
+        ok(&sw, &["port/add", "f", "net_null5,no-rx=1"]);
+        sw.signal(nix::sys::signal::Signal::SIGHUP);
+        sw.wait_for_log("SIGHUP: configuration reloaded", Duration::from_secs(10));
+        assert_eq!(
+            indexes(&sw),
+            want(&[("a", 1), ("b", 2)]),
+            "{from:?}: SIGHUP"
+        );
+        let shown = ok(&sw, &["config/show"]);
+        assert!(shown.contains("if_index = 2"), "{from:?}: {shown}");
+        sw.stop();
+    }
+}

@@ -5,149 +5,11 @@
 //! Every switch here starts through the harness (`Switch`, `run_for`, `eal_args`): EAL
 //! arguments `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
 
-use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use pmdswitch_tests::sflow::{collector, decode, Decoded};
 use pmdswitch_tests::*;
-
-/// Reads XDR words.
-struct Xdr<'a> {
-    b: &'a [u8],
-    off: usize,
-}
-
-impl Xdr<'_> {
-    fn u32(&mut self) -> u32 {
-        let v = u32::from_be_bytes(self.b[self.off..self.off + 4].try_into().unwrap());
-        self.off += 4;
-        v
-    }
-    fn skip(&mut self, n: usize) {
-        self.off += n;
-    }
-}
-
-#[derive(Debug, Default)]
-struct Decoded {
-    datagrams: Vec<u32>,
-    flows: Vec<Flow>,
-    counters: Vec<(u32, u32, u64)>, // source index, ifStatus, ifSpeed
-}
-
-#[derive(Debug)]
-struct Flow {
-    source: u32,
-    rate: u32,
-    pool: u32,
-    input: u32,
-    output: u32,
-    frame_length: u32,
-    stripped: u32,
-    header_len: u32,
-    src_vlan: u32,
-}
-
-/// Parses a datagram strictly: every length must add up, as sflowtool checks. Returns whether
-/// it held a counters sample.
-fn decode(d: &[u8], out: &mut Decoded) -> bool {
-    let counters_before = out.counters.len();
-    let mut x = Xdr { b: d, off: 0 };
-    assert_eq!(x.u32(), 5, "version");
-    assert_eq!(x.u32(), 1, "agent address type IPv4");
-    assert_eq!(&d[8..12], &[192, 0, 2, 1], "agent address");
-    x.skip(4);
-    assert_eq!(x.u32(), 0, "sub-agent id");
-    out.datagrams.push(x.u32());
-    let _uptime = x.u32();
-    let n = x.u32();
-    for _ in 0..n {
-        let format = x.u32();
-        let len = x.u32() as usize;
-        let end = x.off + len;
-        match format {
-            1 => {
-                let _seq = x.u32();
-                let source = x.u32();
-                let (rate, pool, _drops, input, output) =
-                    (x.u32(), x.u32(), x.u32(), x.u32(), x.u32());
-                assert_eq!(x.u32(), 2, "two flow records");
-                assert_eq!(x.u32(), 1, "raw packet header first");
-                let rlen = x.u32() as usize;
-                let rend = x.off + rlen;
-                assert_eq!(x.u32(), 1, "header protocol: Ethernet");
-                let (frame_length, stripped, header_len) = (x.u32(), x.u32(), x.u32());
-                assert_eq!(
-                    rlen,
-                    16 + (header_len as usize).div_ceil(4) * 4,
-                    "raw header record length"
-                );
-                x.off = rend;
-                assert_eq!(x.u32(), 1001, "extended switch second");
-                assert_eq!(x.u32(), 16);
-                let src_vlan = x.u32();
-                x.skip(12);
-                out.flows.push(Flow {
-                    source,
-                    rate,
-                    pool,
-                    input,
-                    output,
-                    frame_length,
-                    stripped,
-                    header_len,
-                    src_vlan,
-                });
-            }
-            2 => {
-                let _seq = x.u32();
-                let source = x.u32();
-                assert_eq!(x.u32(), 2, "two counter records");
-                assert_eq!((x.u32(), x.u32()), (1, 88), "generic interface counters");
-                let if_index = x.u32();
-                assert_eq!(if_index, source);
-                assert_eq!(x.u32(), 6, "ifType ethernetCsmacd");
-                let speed = (u64::from(x.u32()) << 32) | u64::from(x.u32());
-                let _dir = x.u32();
-                let status = x.u32();
-                x.skip(88 - 24);
-                assert_eq!((x.u32(), x.u32()), (2, 52), "ethernet counters");
-                x.skip(52);
-                out.counters.push((source, status, speed));
-            }
-            other => panic!("unexpected sample format {other}"),
-        }
-        assert_eq!(x.off, end, "sample length adds up (format {format})");
-    }
-    assert_eq!(x.off, d.len(), "datagram length adds up");
-    out.counters.len() > counters_before
-}
-
-/// A collector on loopback: every datagram received until told to stop.
-fn collector() -> (u16, Arc<AtomicBool>, std::thread::JoinHandle<Vec<Vec<u8>>>) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(16 << 20)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let port = sock.local_addr().unwrap().port();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s2 = Arc::clone(&stop);
-    let h = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        while !s2.load(Ordering::Relaxed) {
-            if let Ok(n) = sock.recv(&mut buf) {
-                got.push(buf[..n].to_vec());
-            }
-        }
-        while let Ok(n) = sock.recv(&mut buf) {
-            got.push(buf[..n].to_vec());
-        }
-        got
-    });
-    (port, stop, h)
-}
 
 #[test]
 fn samples_and_counters_reach_the_collector_and_decode() {
@@ -200,7 +62,10 @@ fn samples_and_counters_reach_the_collector_and_decode() {
     assert!(!d.flows.is_empty());
     for f in &d.flows {
         assert_eq!((f.source, f.input, f.rate), (1, 1, 4096), "{f:?}");
-        assert_eq!(f.output, 0x8000_0001, "flooded to one port: {f:?}");
+        assert_eq!(
+            f.output, 2,
+            "flooded to one port: that port's ifIndex: {f:?}"
+        );
         assert_eq!(
             (f.frame_length, f.stripped, f.header_len),
             (68, 4, 64),
@@ -213,7 +78,7 @@ fn samples_and_counters_reach_the_collector_and_decode() {
         assert!(
             d.counters
                 .iter()
-                .any(|&(s, status, _)| s == idx && status == 3),
+                .any(|c| c.source == idx && c.if_status == 3),
             "counters of ifIndex {idx}: {:?}",
             d.counters
         );
@@ -326,4 +191,73 @@ fn a_collector_that_is_down_changes_nothing() {
         "1-in-1 samples all"
     );
     assert!(stats["sflow"]["flow_samples"].as_u64().unwrap() >= 500);
+}
+
+/// sFlow v5's output field says where each sampled frame went: one port by its ifIndex (a
+/// flood that reached one port included), two or more as 0x80000000 | n, a discard as
+/// 0x40000000 | reason.
+#[test]
+fn the_output_field_says_where_each_sampled_frame_went() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, stop, h) = collector();
+    // a, b, c in VLAN 10 and d, e in VLAN 20 (ifIndexes 1 to 5); b holds 02:..:02 statically.
+    let a_in = dir.path().join("a.pcap");
+    let d_in = dir.path().join("d.pcap");
+    let mut from_a = Vec::new();
+    for i in 0..10u16 {
+        from_a.push(frame(BROADCAST, mac(1), 60, i)); // to b and c
+        from_a.push(frame(mac(2), mac(1), 60, 100 + i)); // to b alone
+        from_a.push(frame(mac(9), [0; 6], 60, 200 + i)); // no station's source: dropped
+    }
+    write_pcap(&a_in, &from_a);
+    write_pcap(
+        &d_in,
+        &(0..10u16)
+            .map(|i| frame(BROADCAST, mac(4), 60, 300 + i)) // to e alone
+            .collect::<Vec<_>>(),
+    );
+    let access = |name: &str, dev: &str, vlan: u16| {
+        format!("[[ports]]\nname = \"{name}\"\ndevargs = \"{dev}\"\nvlan = {vlan}\n")
+    };
+    let cfg = ConfigFile::new(&format!(
+        "{}{}{}{}{}[[fdb]]\nport = \"b\"\nvlan = 10\nmac = \"02:00:00:00:00:02\"\n\
+         [sflow]\ncollectors = [\"127.0.0.1:{port}\"]\nagent_address = \"192.0.2.1\"\n\
+         sampling_rate = 1\npolling_interval = 0\n",
+        access("a", &format!("net_pcap0,rx_pcap={}", a_in.display()), 10),
+        access("b", "net_null0,no-rx=1", 10),
+        access("c", "net_null1,no-rx=1", 10),
+        access("d", &format!("net_pcap1,rx_pcap={}", d_in.display()), 20),
+        access("e", "net_null2,no-rx=1", 20),
+    ));
+    let done = run_for(&cfg.args(), 2.0);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let datagrams = h.join().unwrap();
+    assert!(done.status.success(), "{}", done.output);
+    let mut d = Decoded::default();
+    for dg in &datagrams {
+        decode(dg, &mut d);
+    }
+    let outputs = |input: u32| {
+        let mut o: Vec<u32> = d
+            .flows
+            .iter()
+            .filter(|f| f.input == input)
+            .map(|f| f.output)
+            .collect();
+        o.sort_unstable();
+        o.dedup();
+        o
+    };
+    assert_eq!(
+        outputs(1),
+        vec![2, 0x4000_0000 | 263, 0x8000_0002],
+        "from a: to b alone, dropped as src_mac_invalid, flooded to b and c"
+    );
+    assert_eq!(
+        outputs(4),
+        vec![5],
+        "from d: flooded, and it reached e alone"
+    );
+    assert_eq!(d.flows.len(), 40, "1-in-1: every frame sampled once");
 }

@@ -206,8 +206,11 @@ pub struct PortSpec {
     pub tx_desc: u16,
     /// sFlow 1-in-N sampling rate of this port (None: the [sflow] default; 0: off).
     pub sampling_rate: Option<u32>,
-    /// The port's interface index in sFlow (default: its position in the configuration, from 1).
+    /// The port's interface index in sFlow: the one it names, else the one it runs with, else
+    /// the lowest one free (at start: its position, from 1, when no port names one).
     pub if_index: u32,
+    /// The ifIndex the configuration names for it, if any.
+    pub if_index_set: Option<u32>,
     /// VLANs, role, port security, storm control and policing.
     pub policy: PortPolicy,
     /// Administratively up (false: the port drops everything, as if shut down).
@@ -270,8 +273,11 @@ pub struct Source {
     pub file: Option<PathBuf>,
     /// Its contents, with runtime changes applied.
     pub table: toml::Table,
-    /// `--port NAME=DEVARGS` flags still in force.
+    /// `--port NAME=DEVARGS` flags whose ports are not in `table` yet (a runtime change moves
+    /// them there once it edits one).
     pub flags: Vec<String>,
+    /// The `--port` flags the switch started with: a reload reads them again with the file.
+    pub start_flags: Vec<String>,
     /// Named in errors: the file, or the runtime command that changed it.
     pub origin: String,
 }
@@ -371,25 +377,31 @@ impl Config {
                 toml::Table::new(),
             ),
         };
-        let config = Self::from_model(model, &origin, port_flags)?;
+        let config = Self::from_model(model, &origin, port_flags, &HashMap::new())?;
         let source = Source {
             file: file.map(Path::to_owned),
             table,
             flags: port_flags.to_vec(),
+            start_flags: port_flags.to_vec(),
             origin,
         };
         Ok((config, source))
     }
 
     /// Validates an edited source (a runtime change), naming `what` changed it in errors.
-    pub fn from_source(source: &Source) -> Result<Config, ConfigError> {
+    /// `running` holds the sFlow ifIndex of every port running now, by name: each keeps it
+    /// unless the source names another.
+    pub fn from_source(
+        source: &Source,
+        running: &HashMap<String, u32>,
+    ) -> Result<Config, ConfigError> {
         let model: FileModel = toml::Value::Table(source.table.clone())
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse {
                 path: PathBuf::from(&source.origin),
                 message: e.to_string().trim_end().to_owned(),
             })?;
-        Self::from_model(model, &source.origin, &source.flags)
+        Self::from_model(model, &source.origin, &source.flags, running)
     }
 
     /// Parses and validates TOML text (as if read from `path`), plus `--port` flags.
@@ -400,7 +412,12 @@ impl Config {
         port_flags: &[String],
     ) -> Result<Config, ConfigError> {
         let model = Self::parse_model(text, path)?;
-        Self::from_model(model, &path.display().to_string(), port_flags)
+        Self::from_model(
+            model,
+            &path.display().to_string(),
+            port_flags,
+            &HashMap::new(),
+        )
     }
 
     fn parse_model(text: &str, path: &Path) -> Result<FileModel, ConfigError> {
@@ -414,6 +431,7 @@ impl Config {
         model: FileModel,
         origin: &str,
         port_flags: &[String],
+        running: &HashMap<String, u32>,
     ) -> Result<Config, ConfigError> {
         let b = &model.bridge;
         if !valid_name(&b.name) {
@@ -480,7 +498,7 @@ impl Config {
         let mut ports = Vec::new();
         for (i, p) in model.ports.into_iter().enumerate() {
             let field = format!("ports[{i}]");
-            ports.push(Self::port(origin, &field, p, i)?);
+            ports.push(Self::port(origin, &field, p)?);
         }
         for flag in port_flags {
             let flag_origin = format!("--port {flag}");
@@ -496,8 +514,7 @@ impl Config {
                 devargs: devargs.trim().to_owned(),
                 ..PortModel::default()
             };
-            let position = ports.len();
-            ports.push(Self::port(&flag_origin, "--port", p, position)?);
+            ports.push(Self::port(&flag_origin, "--port", p)?);
         }
         if ports.is_empty() {
             return Err(invalid(
@@ -543,16 +560,7 @@ impl Config {
                 ));
             }
         }
-        let mut if_indexes: HashMap<u32, &PortSpec> = HashMap::new();
-        for p in &ports {
-            if let Some(first) = if_indexes.insert(p.if_index, p) {
-                return Err(invalid(
-                    &p.origin,
-                    "if_index",
-                    format!("port {:?} has if_index {}, which port {:?} already has; each port needs its own", p.name, p.if_index, first.name),
-                ));
-            }
-        }
+        assign_if_indexes(&mut ports, running)?;
         Self::uplink(origin, &model.bridge, &mut ports, bridge.mode)?;
         let fdb = Self::static_fdb(origin, &model.fdb, &ports)?;
         let sflow = model.sflow.map(|m| Self::sflow(origin, m)).transpose()?;
@@ -718,12 +726,7 @@ impl Config {
         })
     }
 
-    fn port(
-        origin: &str,
-        field: &str,
-        p: PortModel,
-        position: usize,
-    ) -> Result<PortSpec, ConfigError> {
+    fn port(origin: &str, field: &str, p: PortModel) -> Result<PortSpec, ConfigError> {
         let origin = if field == "--port" {
             origin.to_owned()
         } else {
@@ -781,14 +784,18 @@ impl Config {
                 )
             })
             .transpose()?;
-        let default_index = u32::try_from(position + 1).unwrap_or(u32::MAX);
-        let if_index = check_range(
-            &origin,
-            "if_index",
-            p.if_index.unwrap_or(default_index),
-            1..=0x00ff_ffff,
-            "the sFlow interface index",
-        )?;
+        let if_index_set = p
+            .if_index
+            .map(|i| {
+                check_range(
+                    &origin,
+                    "if_index",
+                    i,
+                    IF_INDEX_RANGE,
+                    "the sFlow interface index",
+                )
+            })
+            .transpose()?;
         let policy = Self::policy(&origin, &p.name, &p).map_err(|e| match e {
             // Name the port in every message, not only its position.
             ConfigError::Invalid {
@@ -811,10 +818,68 @@ impl Config {
             rx_desc,
             tx_desc,
             sampling_rate,
-            if_index,
+            // Given by assign_if_indexes once every port is known.
+            if_index: 0,
+            if_index_set,
             origin,
         })
     }
+}
+
+/// sFlow interface indexes: what a flow sample's source_id (class 0) holds in 24 bits.
+pub const IF_INDEX_RANGE: std::ops::RangeInclusive<u32> = 1..=0x00ff_ffff;
+
+/// Gives every port its sFlow ifIndex: the one it names; else, for a port running now, the
+/// one it runs with (collectors key a port's history by it, so no change renumbers a port);
+/// else the lowest one free, in configuration order. Two ports with one index are refused.
+fn assign_if_indexes(
+    ports: &mut [PortSpec],
+    running: &HashMap<String, u32>,
+) -> Result<(), ConfigError> {
+    // Index -> the port holding it, and whether it holds it by running with it.
+    let mut holder: HashMap<u32, (usize, bool)> = HashMap::new();
+    let kept = |p: &PortSpec| match p.if_index_set {
+        None => running.get(&p.name).copied(),
+        Some(_) => None,
+    };
+    let named = |p: &PortSpec| p.if_index_set;
+    for (pass, by_running) in [
+        (&kept as &dyn Fn(&PortSpec) -> Option<u32>, true),
+        (&named, false),
+    ] {
+        for i in 0..ports.len() {
+            let Some(index) = pass(&ports[i]) else {
+                continue;
+            };
+            if let Some(&(first, first_runs)) = holder.get(&index) {
+                let (p, first) = (&ports[i], &ports[first]);
+                return Err(invalid(
+                    &p.origin,
+                    "if_index",
+                    format!(
+                        "port {:?} has if_index {index}, which port {:?} already has{}; each port needs its own",
+                        p.name,
+                        first.name,
+                        if first_runs { " (it runs with it)" } else { "" }
+                    ),
+                ));
+            }
+            holder.insert(index, (i, by_running));
+            ports[i].if_index = index;
+        }
+    }
+    let mut next = *IF_INDEX_RANGE.start();
+    for (i, p) in ports.iter_mut().enumerate() {
+        if p.if_index != 0 {
+            continue;
+        }
+        while holder.contains_key(&next) {
+            next += 1;
+        }
+        holder.insert(next, (i, false));
+        p.if_index = next;
+    }
+    Ok(())
 }
 
 /// Policing and rate limits: bits per second.
@@ -839,6 +904,13 @@ fn parse_unicast_mac(origin: &str, field: &str, text: &str) -> Result<MacAddr, C
             origin,
             field,
             format!("{mac} is a group address: a station's address must be unicast"),
+        ));
+    }
+    if mac == MacAddr::ZERO {
+        return Err(invalid(
+            origin,
+            field,
+            format!("{mac} names no station: a station's address is never all zeros"),
         ));
     }
     Ok(mac)
@@ -1041,13 +1113,20 @@ pub fn parse_value(text: &str) -> toml::Value {
 
 impl Source {
     /// The configuration in force as a config file: the file's contents with runtime changes,
-    /// and ports given by `--port` flags as `[[ports]]` tables. Loading it gives this
-    /// configuration back.
-    pub fn to_toml(&self) -> String {
+    /// ports given by `--port` flags as `[[ports]]` tables, and every port's sFlow ifIndex
+    /// as `config` has it (runtime changes keep them where positions would not). Loading it
+    /// gives `config` back.
+    pub fn to_toml(&self, config: &Config) -> String {
         let mut s = self.clone();
-        for flag in self.flags.clone() {
-            if let Some((name, _)) = flag.split_once('=') {
-                s.adopt_flag(name.trim());
+        s.adopt_flags();
+        for p in s.ports_mut().iter_mut() {
+            let toml::Value::Table(t) = p else { continue };
+            let name = t.get("name").and_then(toml::Value::as_str);
+            if let Some(port) = config.ports.iter().find(|c| Some(c.name.as_str()) == name) {
+                t.insert(
+                    "if_index".into(),
+                    toml::Value::Integer(i64::from(port.if_index)),
+                );
             }
         }
         toml::to_string(&s.table)
@@ -1071,50 +1150,39 @@ impl Source {
     /// Moves the ports given by `--port` flags into the table, in order, once one of them is
     /// to be edited there (moving one alone would change their order).
     fn adopt_flag(&mut self, name: &str) {
-        if !self
+        if self
             .flags
             .iter()
             .any(|f| f.split_once('=').is_some_and(|(n, _)| n.trim() == name))
         {
-            return;
+            self.adopt_flags();
         }
+    }
+
+    /// Moves every port given by a `--port` flag into the table, after the file's, in order.
+    fn adopt_flags(&mut self) {
         for flag in std::mem::take(&mut self.flags) {
             let (n, d) = flag.split_once('=').unwrap_or((flag.as_str(), ""));
-            self.add_port(n.trim(), d.trim());
+            self.push_port(n.trim(), d.trim());
         }
     }
 
-    /// Writes down every port's sFlow ifIndex where it is implied by its position, so that
-    /// removing a port does not renumber the ones after it.
-    fn pin_if_indexes(&mut self) {
-        for (pos, p) in self.ports_mut().iter_mut().enumerate() {
-            if let toml::Value::Table(t) = p {
-                t.entry("if_index")
-                    .or_insert_with(|| toml::Value::Integer(pos as i64 + 1));
-            }
-        }
-        let flags = self.flags.clone();
-        if !flags.is_empty() {
-            // Flag ports follow the file's: adopt them to pin theirs too.
-            if let Some((n, _)) = flags[0].split_once('=') {
-                self.adopt_flag(n.trim());
-                self.pin_if_indexes();
-            }
-        }
-    }
-
-    /// Adds a port (at the end).
-    pub fn add_port(&mut self, name: &str, devargs: &str) {
+    fn push_port(&mut self, name: &str, devargs: &str) {
         let mut t = toml::Table::new();
         t.insert("name".into(), toml::Value::String(name.to_owned()));
         t.insert("devargs".into(), toml::Value::String(devargs.to_owned()));
         self.ports_mut().push(toml::Value::Table(t));
     }
 
+    /// Adds a port at the end, after the ports of `--port` flags too.
+    pub fn add_port(&mut self, name: &str, devargs: &str) {
+        self.adopt_flags();
+        self.push_port(name, devargs);
+    }
+
     /// Removes a port by name. False if there is none.
     pub fn remove_port(&mut self, name: &str) -> bool {
         self.adopt_flag(name);
-        self.pin_if_indexes();
         let ports = self.ports_mut();
         let before = ports.len();
         ports.retain(|p| p.get("name").and_then(toml::Value::as_str) != Some(name));
@@ -1320,7 +1388,11 @@ mod tests {
             (256, 20, 128, 1400)
         );
         assert_eq!(c.ports[0].sampling_rate, Some(0));
-        assert_eq!((c.ports[0].if_index, c.ports[1].if_index), (7, 2));
+        assert_eq!(
+            (c.ports[0].if_index, c.ports[1].if_index),
+            (7, 1),
+            "b takes the lowest index free"
+        );
         let e = err(
             "[sflow]\ncollectors = [\"127.0.0.1:6343\"]\n",
             &["a=net_null0"],
@@ -1343,10 +1415,21 @@ mod tests {
             "{e}"
         );
         let e = err(
-            "[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nif_index = 2\n",
-            &["b=net_null1"],
+            "[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nif_index = 2\n[[ports]]\nname = \"b\"\ndevargs = \"net_null1\"\nif_index = 2\n",
+            &[],
         );
-        assert!(e.contains("if_index") && e.contains("\"a\""), "{e}");
+        assert!(
+            e.contains("ports[1]") && e.contains("if_index") && e.contains("\"a\""),
+            "{e}"
+        );
+        // A port that names no index gets the lowest one free.
+        let c = load(
+            "[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nif_index = 2\n",
+            &["b=net_null1", "c=net_null2"],
+        )
+        .unwrap();
+        let got: Vec<u32> = c.ports.iter().map(|p| p.if_index).collect();
+        assert_eq!(got, [2, 1, 3]);
     }
 
     #[test]
@@ -1380,13 +1463,15 @@ mod tests {
             Config::load_with_source(Some(&f), &flags).unwrap()
         };
         assert_eq!(c2.ports.len(), c.ports.len());
-        let text = source.to_toml();
+        let text = source.to_toml(&c2);
         let back = load(&text, &[]).unwrap();
         let c = c2;
+        // The shown file names each ifIndex the start gave by position.
         let strip = |c: &Config| {
             let mut c = c.clone();
             for p in &mut c.ports {
                 p.origin.clear();
+                p.if_index_set = None;
             }
             c
         };
@@ -1477,6 +1562,11 @@ mac = "02:00:00:00:00:01"
                 "not a MAC",
             ),
             (
+                "allowed_macs = [\"02:00:00:00:00:01\", \"00:00:00:00:00:00\"]",
+                "allowed_macs[1]",
+                "names no station",
+            ),
+            (
                 "bpdu_guard_shutdown = true",
                 "bpdu_guard_shutdown",
                 "bpdu_guard = true",
@@ -1544,25 +1634,54 @@ mac = "02:00:00:00:00:01"
             c.ports.iter().map(|p| p.if_index).collect::<Vec<_>>(),
             [1, 2, 3]
         );
+        let running: HashMap<String, u32> = c
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.if_index))
+            .collect();
         assert!(src.remove_port("b"));
         src.set_port("c", "vlan", "7");
-        let c = Config::from_source(&src).unwrap();
+        let c = Config::from_source(&src, &running).unwrap();
         let got: Vec<(&str, u32)> = c
             .ports
             .iter()
             .map(|p| (p.name.as_str(), p.if_index))
             .collect();
         assert_eq!(got, [("a", 1), ("c", 3)], "no renumbering, no reordering");
+        // A new port goes last, after the flags' ports, with the lowest index free.
+        src.add_port("d", "net_null3");
+        let c = Config::from_source(&src, &running).unwrap();
+        let got: Vec<(&str, u32)> = c
+            .ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.if_index))
+            .collect();
+        assert_eq!(got, [("a", 1), ("c", 3), ("d", 2)]);
+        // Naming a running port's index for another is refused, naming both.
+        let mut clash = src.clone();
+        clash.set_port("d", "if_index", "3");
+        let e = Config::from_source(&clash, &running)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"d\"") && e.contains("\"c\"") && e.contains("if_index 3"),
+            "{e}"
+        );
+        let running: HashMap<String, u32> = c
+            .ports
+            .iter()
+            .map(|p| (p.name.clone(), p.if_index))
+            .collect();
         assert_eq!(c.ports[1].policy.vlan, VlanMode::Access { vlan: 7 });
         src.set_port("c", "vlan", "");
         src.set_port("c", "storm_control.broadcast_pps", "100");
-        let c = Config::from_source(&src).unwrap();
+        let c = Config::from_source(&src, &running).unwrap();
         assert_eq!(c.ports[1].policy.vlan, VlanMode::default());
         assert_eq!(c.ports[1].policy.storm.broadcast_pps, Some(100));
         assert!(matches!(parse_value("[10, 20]"), toml::Value::Array(_)));
         assert_eq!(parse_value("uplink"), toml::Value::String("uplink".into()));
         src.set_port("c", "vlan", "0");
-        let e = Config::from_source(&src).unwrap_err().to_string();
+        let e = Config::from_source(&src, &running).unwrap_err().to_string();
         assert!(e.contains("\"c\"") && e.contains("vlan"), "{e}");
     }
 }

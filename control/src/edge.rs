@@ -249,7 +249,7 @@ impl BpduWatch {
         &mut self,
         cell: &BridgeCell,
         totals: &Counters,
-        ports: &[crate::switch::SwitchPort],
+        ports: &[crate::port::SwitchPort],
     ) -> Vec<String> {
         let view: Arc<BridgeView> = cell.load_full();
         let mut next: Option<BridgeView> = None;

@@ -7,7 +7,9 @@ mod ctl;
 mod edge;
 mod metrics;
 mod pcap;
+mod port;
 mod report;
+mod runtime;
 mod sflow;
 mod switch;
 

@@ -163,7 +163,7 @@ pub fn render(ctx: &Context<'_>) -> String {
     let r = ctx.report();
     let mut o = Out(String::with_capacity(8192));
     type PortField = fn(&crate::report::PortReport) -> u64;
-    let port_counters: [(&str, &str, PortField); 8] = [
+    let port_counters: [(&str, &str, PortField); 11] = [
         (
             "rx_packets_total",
             "Frames the switch received on the port.",
@@ -183,6 +183,21 @@ pub fn render(ctx: &Context<'_>) -> String {
             "rx_missed_total",
             "Frames the device dropped before the switch saw them (no rx descriptor free).",
             |p| p.rx_missed,
+        ),
+        (
+            "rx_errors_total",
+            "Frames the device received in error and dropped (rte_eth_stats ierrors), such as frames larger than its receive buffers.",
+            |p| p.rx_errors,
+        ),
+        (
+            "rx_nombuf_total",
+            "Frames the device dropped for want of an mbuf to receive into.",
+            |p| p.rx_nombuf,
+        ),
+        (
+            "tx_errors_total",
+            "Frames the device failed to send (rte_eth_stats oerrors).",
+            |p| p.tx_errors,
         ),
         ("tx_packets_total", "Frames sent on the port.", |p| {
             p.tx_packets
@@ -221,6 +236,20 @@ pub fn render(ctx: &Context<'_>) -> String {
             &[("port", &p.name)],
             p.samples_lost,
         );
+    }
+    o.family(
+        "pmdswitch_port_device_xstat_total",
+        "counter",
+        "The driver's extended counters (rte_eth_xstats_get), by port and name.",
+    );
+    for p in &r.ports {
+        for (name, v) in &p.xstats {
+            o.sample(
+                "pmdswitch_port_device_xstat_total",
+                &[("port", &p.name), ("xstat", name)],
+                v,
+            );
+        }
     }
     o.family(
         "pmdswitch_port_link_up",

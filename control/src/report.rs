@@ -12,7 +12,7 @@ use dataplane::fdb::Fdb;
 use dataplane::forward::DropReason;
 use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
 
-use crate::switch::SwitchPort;
+use crate::port::SwitchPort;
 
 /// The whole report. Field names are an interface: scripts and tests read them.
 #[derive(Debug, Serialize)]
@@ -56,8 +56,16 @@ pub struct PortReport {
     pub rx_bytes: u64,
     /// Frames received on it that the switch dropped (see `drops` for why).
     pub rx_dropped: u64,
-    /// Frames the device dropped before the switch saw them (no rx descriptor).
+    /// Frames the device dropped before the switch saw them (no rx descriptor free:
+    /// `rte_eth_stats.imissed`).
     pub rx_missed: u64,
+    /// Frames the device received in error and dropped, such as frames larger than its
+    /// receive buffers (`rte_eth_stats.ierrors`).
+    pub rx_errors: u64,
+    /// Frames the device dropped for want of an mbuf to receive into (`rx_nombuf`).
+    pub rx_nombuf: u64,
+    /// Frames the device failed to send (`rte_eth_stats.oerrors`).
+    pub tx_errors: u64,
     /// Frames sent on it.
     pub tx_packets: u64,
     /// Frames for it that its tx queue refused.
@@ -72,8 +80,12 @@ pub struct PortReport {
     pub bpdu_dropped: u64,
     /// False when the port was shut down (bpdu_guard_shutdown).
     pub enabled: bool,
+    /// Its sFlow ifIndex.
+    pub if_index: u32,
     /// The device's own counters (`rte_eth_stats`).
     pub device: PortStats,
+    /// The driver's extended counters (`rte_eth_xstats_get`), by name.
+    pub xstats: BTreeMap<String, u64>,
 }
 
 /// One worker.
@@ -242,25 +254,31 @@ pub fn build(i: Inputs<'_>) -> Report {
         .ports
         .iter()
         .map(|sp| {
-            let idx = sp.port.id().index();
+            // A port id can be reused after a port left: its figures start at its own start.
+            let count = |c| sp.counter(&totals, c);
             let d = sp.port.stats().unwrap_or_default();
             PortReport {
                 name: sp.spec.name.clone(),
                 port_id: sp.port.id().0,
                 devargs: sp.spec.devargs.clone(),
                 driver: sp.driver.clone(),
-                rx_packets: totals.port(idx, PortCounter::RxPackets),
-                rx_bytes: totals.port(idx, PortCounter::RxBytes),
-                rx_dropped: totals.port(idx, PortCounter::RxDropped),
+                rx_packets: count(PortCounter::RxPackets),
+                rx_bytes: count(PortCounter::RxBytes),
+                rx_dropped: count(PortCounter::RxDropped),
                 rx_missed: d.imissed,
-                tx_packets: totals.port(idx, PortCounter::TxPackets),
-                tx_dropped: totals.port(idx, PortCounter::TxDropped),
-                samples_taken: totals.port(idx, PortCounter::SamplesTaken),
-                samples_lost: totals.port(idx, PortCounter::SamplesLost),
-                mac_moves_in: totals.port(idx, PortCounter::MacMovesIn),
-                bpdu_dropped: totals.port(idx, PortCounter::BpduDropped),
+                rx_errors: d.ierrors,
+                rx_nombuf: d.rx_nombuf,
+                tx_errors: d.oerrors,
+                tx_packets: count(PortCounter::TxPackets),
+                tx_dropped: count(PortCounter::TxDropped),
+                samples_taken: count(PortCounter::SamplesTaken),
+                samples_lost: count(PortCounter::SamplesLost),
+                mac_moves_in: count(PortCounter::MacMovesIn),
+                bpdu_dropped: count(PortCounter::BpduDropped),
                 enabled: i.enabled.is_none_or(|f| f(sp.port.id().0)),
+                if_index: sp.spec.if_index,
                 device: d,
+                xstats: sp.port.xstats().unwrap_or_default().into_iter().collect(),
             }
         })
         .collect();

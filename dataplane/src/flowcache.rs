@@ -26,7 +26,7 @@
 
 use crate::fdb::Learn;
 use crate::forward::{Action, BridgeView, Prepared, Verdict, FORM_UNTAGGED};
-use crate::packet::ethertype;
+use crate::packet::{ethertype, MIN_FRAME_LEN};
 
 /// Entries per set: one cache line.
 const WAYS: usize = 2;
@@ -282,7 +282,7 @@ impl FlowCache {
 
     /// The cached decision for a frame of key `k` (in `slot`), `pkt_len` bytes in `nb_segs`
     /// segments, on a bridge of `mtu`: None when it is not cached or the frame is one the full
-    /// path must see (segmented, or too long to forward).
+    /// path must see (segmented, shorter than the Ethernet minimum, or too long to forward).
     #[inline(always)]
     pub fn decided(
         &self,
@@ -292,7 +292,8 @@ impl FlowCache {
         nb_segs: u16,
         mtu: u32,
     ) -> Option<Hit> {
-        if nb_segs != 1 || pkt_len > mtu + k.header_len() {
+        // Frames shorter than the Ethernet minimum are padded on the full path.
+        if nb_segs != 1 || pkt_len < MIN_FRAME_LEN || pkt_len > mtu + k.header_len() {
             return None;
         }
         self.get(slot, k)
@@ -661,8 +662,10 @@ mod tests {
                     view_changes += 1;
                 }
                 _ => {
-                    let (dst, src) = match r >> 8 & 7 {
+                    let (dst, src) = match r >> 8 & 15 {
                         0 => ([0xff; 6], host(r >> 16)),
+                        // Sources that are no station: never learned, so never cached.
+                        1 => (host(r >> 16), [0; 6]),
                         _ => (host(r >> 16), host(r >> 24)),
                     };
                     let mut f = dst.to_vec();

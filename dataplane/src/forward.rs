@@ -19,8 +19,10 @@ pub enum DropReason {
     Oversize,
     /// A chained (multi-segment) mbuf: not switched.
     MultiSegment,
-    /// Source address is a group address: never valid as a source, never learned.
-    SrcMacMulticast,
+    /// Source address is not an individual address: a group address (I/G bit set, broadcast
+    /// included) or all zeros. IEEE 802.1D learns only individual addresses, and the Linux
+    /// bridge drops such frames (`is_valid_ether_addr`); never learned, never forwarded.
+    SrcMacInvalid,
     /// Destination in 01:80:C2:00:00:00-0F: IEEE 802.1D reserved, never forwarded.
     ReservedDst,
     /// Destination lives on the port the frame came in on (802.1D filtering).
@@ -50,11 +52,14 @@ pub enum DropReason {
     IngressPolicing,
     /// Over the egress port's rate limit.
     EgressRateLimit,
+    /// Longer than the egress port's device sends (its MTU): refused there, dropped for that
+    /// port only (a bridge cannot fragment).
+    EgressOversize,
 }
 
 impl DropReason {
     /// Number of reasons (the counter array length).
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -62,7 +67,7 @@ impl DropReason {
         DropReason::TruncatedVlan,
         DropReason::Oversize,
         DropReason::MultiSegment,
-        DropReason::SrcMacMulticast,
+        DropReason::SrcMacInvalid,
         DropReason::ReservedDst,
         DropReason::SameSegment,
         DropReason::NoEgressPort,
@@ -77,6 +82,7 @@ impl DropReason {
         DropReason::StormControl,
         DropReason::IngressPolicing,
         DropReason::EgressRateLimit,
+        DropReason::EgressOversize,
     ];
 
     /// Stable name used in stats, logs and metrics.
@@ -86,7 +92,7 @@ impl DropReason {
             DropReason::TruncatedVlan => "truncated_vlan",
             DropReason::Oversize => "oversize",
             DropReason::MultiSegment => "multi_segment",
-            DropReason::SrcMacMulticast => "src_mac_multicast",
+            DropReason::SrcMacInvalid => "src_mac_invalid",
             DropReason::ReservedDst => "reserved_dst",
             DropReason::SameSegment => "same_segment",
             DropReason::NoEgressPort => "no_egress_port",
@@ -101,6 +107,7 @@ impl DropReason {
             DropReason::StormControl => "storm_control",
             DropReason::IngressPolicing => "ingress_policing",
             DropReason::EgressRateLimit => "egress_rate_limit",
+            DropReason::EgressOversize => "egress_oversize",
         }
     }
 
@@ -117,7 +124,7 @@ impl DropReason {
             DropReason::TruncatedVlan => 309,     // parsing vlan
             DropReason::Oversize => 262,          // pkt_too_big
             DropReason::MultiSegment => 256,      // unknown
-            DropReason::SrcMacMulticast => 263,   // src_mac_is_multicast
+            DropReason::SrcMacInvalid => 263,     // src_mac_is_multicast (none for all zeros)
             DropReason::ReservedDst => 294,       // dmac_is_reserved
             DropReason::SameSegment => 268,       // port_loopback_filter
             DropReason::NoEgressPort => 267,      // port_list_is_empty
@@ -132,6 +139,7 @@ impl DropReason {
             DropReason::StormControl => 261,      // traffic_shaping
             DropReason::IngressPolicing => 261,   // traffic_shaping
             DropReason::EgressRateLimit => 261,   // traffic_shaping
+            DropReason::EgressOversize => 262,    // pkt_too_big
         }
     }
 }
@@ -716,6 +724,13 @@ fn mac_is_multicast(mac: u64) -> bool {
     mac & (1 << 40) != 0
 }
 
+/// A valid station address: neither a group address nor all zeros (the Linux bridge's
+/// `is_valid_ether_addr`). Only these are learned, and only these may be a frame's source.
+#[inline(always)]
+fn mac_is_individual(mac: u64) -> bool {
+    mac != 0 && !mac_is_multicast(mac)
+}
+
 /// 01:80:C2:00:00:00-0F, the IEEE 802.1D reserved group addresses.
 #[inline(always)]
 fn mac_is_reserved_group(mac: u64) -> bool {
@@ -866,8 +881,8 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     if pkt_len.saturating_sub(u32::from(p.header_len)) > bridge.mtu {
         return drop(DropReason::Oversize);
     }
-    if mac_is_multicast(p.src) {
-        return drop(DropReason::SrcMacMulticast);
+    if !mac_is_individual(p.src) {
+        return drop(DropReason::SrcMacInvalid);
     }
     if CHECKS && ing.checks != 0 {
         if ing.checks & CHECK_ALLOWED != 0
@@ -1207,9 +1222,67 @@ mod tests {
         let mcast_src = [0x01, 0, 0x5e, 0, 0, 9];
         assert_eq!(
             run(&fdb, 0, &frame(B, mcast_src)),
-            Action::Drop(DropReason::SrcMacMulticast)
+            Action::Drop(DropReason::SrcMacInvalid)
         );
         assert!(fdb.is_empty(), "a bad frame's source is never learned");
+    }
+
+    /// A source must be an individual address: a group address (broadcast included) or all
+    /// zeros is dropped under one reason and never learned, in every tier, whatever the
+    /// destination; a frame sent to the zero address afterwards still floods.
+    #[test]
+    fn sources_that_are_not_individual_addresses_are_dropped_in_every_tier() {
+        let views = [
+            bridge(),
+            vlan_bridge(),
+            BridgeView::new(
+                1500,
+                BridgeMode::Veb,
+                &[
+                    (
+                        0,
+                        PortPolicy {
+                            max_macs: Some(8),
+                            ..PortPolicy::default()
+                        },
+                    ),
+                    (1, PortPolicy::default()),
+                    (2, PortPolicy::default()),
+                ],
+            ),
+        ];
+        assert_eq!(
+            views.iter().map(BridgeView::tier).collect::<Vec<_>>(),
+            [Tier::Plain, Tier::Lean, Tier::Full]
+        );
+        const ZERO: [u8; 6] = [0; 6];
+        for view in &views {
+            let fdb = Fdb::new(64);
+            for src in [
+                ZERO,
+                BCAST,
+                [0x01, 0, 0x5e, 0, 0, 1],
+                [0x33, 0x33, 0, 0, 0, 1],
+            ] {
+                for dst in [B, BCAST, ZERO] {
+                    let ctx = view.ingress_ctx(0);
+                    let f = frame(dst, src);
+                    let p = prepare_in(view.tier(), &f, &ctx, view, &fdb);
+                    let v = decide_in(view.tier(), &ctx, &p, 60, 1, view, &fdb, &mut Unlimited, 0);
+                    assert_eq!(
+                        (v.action, v.learn),
+                        (Action::Drop(DropReason::SrcMacInvalid), None),
+                        "{:?} from {src:02x?} to {dst:02x?}",
+                        view.tier()
+                    );
+                }
+            }
+            assert!(fdb.is_empty(), "{:?}: nothing learned", view.tier());
+            // The zero address is no station: frames to it are unknown unicast, flooded.
+            let to_zero = run_on(view, &fdb, 0, &frame(ZERO, A));
+            assert!(matches!(to_zero, Action::Flood(_)), "{to_zero:?}");
+        }
+        assert_eq!(DropReason::SrcMacInvalid.sflow_code(), 263);
     }
 
     #[test]
@@ -1554,10 +1627,11 @@ mod tests {
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..50_000 {
             let pick = |r: u64| -> [u8; 6] {
-                match r % 6 {
+                match r % 7 {
                     0 => BCAST,
                     1 => [0x01, 0, 0x5e, 0, 0, 1],
                     2 => [0x01, 0x80, 0xc2, 0, 0, (r >> 8) as u8 & 0xf],
+                    3 => [0; 6],
                     _ => [2, 0, 0, 0, 0, (r >> 8) as u8 % 12],
                 }
             };
@@ -1655,9 +1729,10 @@ mod tests {
         let vids = [0u16, 10, 20, 30, 99, 0xfff];
         for _ in 0..50_000 {
             let pick = |r: u64| -> [u8; 6] {
-                match r % 5 {
+                match r % 6 {
                     0 => BCAST,
                     1 => [0x01, 0x80, 0xc2, 0, 0, 0],
+                    2 => [0; 6],
                     _ => [2, 0, 0, 0, 0, (r >> 8) as u8 % 12],
                 }
             };

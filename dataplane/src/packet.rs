@@ -29,6 +29,16 @@ impl MacAddr {
         self.0[0] & 1 != 0
     }
 
+    /// 00:00:00:00:00:00, which names no station.
+    pub const ZERO: MacAddr = MacAddr([0; 6]);
+
+    /// A station's address: neither a group address nor all zeros (what the Linux bridge's
+    /// `is_valid_ether_addr` accepts). Only these may be a source, learned or configured.
+    #[inline(always)]
+    pub fn is_individual(self) -> bool {
+        !self.is_multicast() && self != Self::ZERO
+    }
+
     /// ff:ff:ff:ff:ff:ff.
     #[inline(always)]
     pub fn is_broadcast(self) -> bool {
@@ -98,6 +108,11 @@ impl FromStr for MacAddr {
         Ok(MacAddr(out))
     }
 }
+
+/// The shortest frame on the wire without its FCS (IEEE 802.3's 64-byte minimum less the 4
+/// FCS bytes). A NIC's MAC pads shorter frames itself; taps, vhost-user and pcap do not, so
+/// the switch pads every frame it sends to this length.
+pub const MIN_FRAME_LEN: u32 = 60;
 
 /// EtherType values the switch recognises.
 pub mod ethertype {
@@ -376,6 +391,11 @@ mod tests {
         }
         assert!(!MacAddr([1, 0x80, 0xc2, 0, 0, 0x10]).is_reserved_group());
         assert!(!MacAddr([1, 0x80, 0xc2, 0, 1, 0]).is_reserved_group());
+        assert!(!MacAddr::ZERO.is_individual());
+        assert!(!MacAddr::BROADCAST.is_individual());
+        assert!(!MacAddr([0x33, 0x33, 0, 0, 0, 1]).is_individual());
+        assert!(MacAddr([0, 0, 0, 0, 0, 1]).is_individual());
+        assert!(MacAddr([0x02, 0, 0, 0, 0, 0]).is_individual());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! [1, 2N-1] (mean N), as sFlow requires: an every-Nth sampler aliases with periodic traffic.
 #![forbid(unsafe_code)]
 
+use crate::forward::Action;
+
 /// Most header bytes a sample carries (sFlow's customary default is 128).
 pub const MAX_HEADER: usize = 256;
 
@@ -18,6 +20,22 @@ pub enum SampledOutput {
     Flood(u16),
     /// Dropped; the sFlow discard reason code.
     Dropped(u16),
+}
+
+impl SampledOutput {
+    /// What sFlow v5 says of a frame the switch decided `action` for: one egress port by
+    /// itself (a flood that reached a single port included), two or more as a count, a drop
+    /// by its discard code.
+    pub fn of(action: Action) -> SampledOutput {
+        match action {
+            Action::Unicast(q) => SampledOutput::Port(q),
+            Action::Flood(mask) if mask.count_ones() == 1 => {
+                SampledOutput::Port(mask.trailing_zeros() as u16)
+            }
+            Action::Flood(mask) => SampledOutput::Flood(mask.count_ones() as u16),
+            Action::Drop(r) => SampledOutput::Dropped(r.sflow_code()),
+        }
+    }
 }
 
 /// A sampled frame: metadata and its first bytes. Plain data, copied through a ring.
@@ -207,6 +225,29 @@ impl Sampler {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_output_names_one_port_by_itself_and_counts_several() {
+        use super::{Action, SampledOutput};
+        use crate::forward::DropReason;
+        assert_eq!(
+            SampledOutput::of(Action::Unicast(3)),
+            SampledOutput::Port(3)
+        );
+        assert_eq!(
+            SampledOutput::of(Action::Flood(1 << 5)),
+            SampledOutput::Port(5),
+            "a flood that reached one port went to that port"
+        );
+        assert_eq!(
+            SampledOutput::of(Action::Flood(0b1011)),
+            SampledOutput::Flood(3)
+        );
+        assert_eq!(
+            SampledOutput::of(Action::Drop(DropReason::Runt)),
+            SampledOutput::Dropped(324)
+        );
+    }
+
     use super::*;
 
     #[test]

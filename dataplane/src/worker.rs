@@ -21,7 +21,7 @@ use crate::forward::{
     decide_in, mask_ports, prepare_in, Action, BridgeView, DropReason, FloodKind, Limits, Prepared,
     RateLimit, Tier, FORM_TAGGED, FORM_UNTAGGED,
 };
-use crate::packet::ethertype;
+use crate::packet::{ethertype, MIN_FRAME_LEN};
 use crate::sample::{SampleRecord, SampledOutput, Sampler};
 use crate::stats::{cycles_histogram, Counters, PortCounter, WorkerCounter, WorkerStats};
 
@@ -337,11 +337,13 @@ impl Egress {
     #[inline(always)]
     fn flush_port(&mut self, p: usize, c: &mut Counters) {
         if let Some(q) = self.tx[p].as_mut() {
-            let (sent, dropped) = q.flush(&mut self.batches[p]);
-            c.port_add(p, PortCounter::TxPackets, sent as u64);
-            if dropped != 0 {
-                c.port_add(p, PortCounter::TxDropped, dropped as u64);
-                c.drop_n(DropReason::TxFull, dropped as u64);
+            let out = q.flush(&mut self.batches[p]);
+            c.port_add(p, PortCounter::TxPackets, out.sent as u64);
+            if out.too_big + out.refused != 0 {
+                let (big, full) = (out.too_big as u64, out.refused as u64);
+                c.port_add(p, PortCounter::TxDropped, big + full);
+                c.drop_n(DropReason::EgressOversize, big);
+                c.drop_n(DropReason::TxFull, full);
             }
         }
         self.dirty &= !(1 << p);
@@ -390,7 +392,19 @@ fn retag_in_place(m: &mut Mbuf, tagged: bool, want: Wire) -> bool {
     }
 }
 
-/// A new buffer holding `m`'s frame as it should leave (`want`); None when the pool is empty.
+/// Pads `m` with zeros to the Ethernet minimum ([`MIN_FRAME_LEN`]); false (nothing changed)
+/// when it is short and cannot grow in place (shared, or no tailroom).
+#[inline]
+fn pad_in_place(m: &mut Mbuf) -> bool {
+    match MIN_FRAME_LEN.checked_sub(m.pkt_len()) {
+        None | Some(0) => true,
+        // Less than 60: fits u16.
+        Some(short) => m.append(short as u16).is_some(),
+    }
+}
+
+/// A new buffer holding `m`'s frame as it should leave (`want`), padded to the Ethernet
+/// minimum; None when the pool is empty.
 fn retagged_copy(pool: &Mempool, m: &Mbuf, tagged: bool, want: Wire) -> Option<Mbuf> {
     let d = m.data();
     let mut out = Mbuf::alloc(pool)?;
@@ -415,17 +429,23 @@ fn retagged_copy(pool: &Mempool, m: &Mbuf, tagged: bool, want: Wire) -> Option<M
             buf[12..].copy_from_slice(d.get(16..)?);
         }
     }
-    Some(out)
+    // A fresh buffer of 2 KiB: room to pad.
+    pad_in_place(&mut out).then_some(out)
 }
 
-/// Makes `m` leave as `want`: in place when it can, else as a copy (the original is freed).
+/// Makes `m` leave as `want` and at least [`MIN_FRAME_LEN`] long (a tag popped, or a runt
+/// that came in short, is padded with zeros): in place when it can, else as a copy (the
+/// original is freed).
 #[inline]
 fn into_wire(pool: &Mempool, mut m: Mbuf, tagged: bool, want: Wire) -> Option<Mbuf> {
-    if retag_in_place(&mut m, tagged, want) {
-        Some(m)
-    } else {
-        retagged_copy(pool, &m, tagged, want)
+    if !retag_in_place(&mut m, tagged, want) {
+        return retagged_copy(pool, &m, tagged, want);
     }
+    if pad_in_place(&mut m) {
+        return Some(m);
+    }
+    // Now in its wire form already, but shared or without tailroom: a padded copy.
+    retagged_copy(pool, &m, want.is_some(), want)
 }
 
 /// The TCI a frame of `vlan` carries out of a trunk: its own priority bits, the bridge's VID.
@@ -646,7 +666,8 @@ impl Worker {
                                     flows.insert(flows.slot(&k), &k, hit);
                                 }
                             }
-                            if v.as_is {
+                            // A frame shorter than the minimum leaves padded: never as is.
+                            if v.as_is && m.pkt_len() >= MIN_FRAME_LEN {
                                 egress.push(out, m, &mut c);
                             } else {
                                 let want = view.egress_tagged(vlan, out).then(|| tci_for(p, vlan));
@@ -661,9 +682,12 @@ impl Worker {
                             c.add(WorkerCounter::FloodCopies, u64::from(mask.count_ones()));
                             let untagged = mask & view.untagged(vlan);
                             let tagged_out = mask & !untagged;
-                            if tagged_out == 0 && p.form() == FORM_UNTAGGED {
+                            // Shared as it came when every copy leaves in that form and
+                            // needs no padding; otherwise rewritten (and padded) first.
+                            let whole = m.pkt_len() >= MIN_FRAME_LEN;
+                            if whole && tagged_out == 0 && p.form() == FORM_UNTAGGED {
                                 egress.push_all(untagged, m, &mut c);
-                            } else if untagged == 0 && p.form() == FORM_TAGGED {
+                            } else if whole && untagged == 0 && p.form() == FORM_TAGGED {
                                 egress.push_all(tagged_out, m, &mut c);
                             } else {
                                 self::flood_mixed(
@@ -940,16 +964,11 @@ fn take_sample(
     pool: u64,
     c: &mut Counters,
 ) {
-    let output = match v.action {
-        Action::Unicast(q) => SampledOutput::Port(q),
-        Action::Flood(mask) => SampledOutput::Flood(mask.count_ones() as u16),
-        Action::Drop(r) => SampledOutput::Dropped(r.sflow_code()),
-    };
     let record = SampleRecord::new(
         m.data(),
         m.pkt_len(),
         ingress,
-        output,
+        SampledOutput::of(v.action),
         p.vlan().unwrap_or(0),
         u16::from(p.pcp()),
         pool,

@@ -1,7 +1,9 @@
 //! The safe DPDK layer against a real EAL (no hugepages needed: --no-huge), in one process:
 //! the EAL can be initialised once per process, so this is one test walking through it all.
 
-use dataplane::dpdk::{spsc_ring, Burst, Eal, Mempool, Port, PortConfig, TxBatch, BURST_SIZE};
+use dataplane::dpdk::{
+    spsc_ring, Burst, Eal, Mbuf, Mempool, Port, PortConfig, TxBatch, BURST_SIZE,
+};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -106,8 +108,8 @@ fn eal_mempool_ring_and_port_lifecycle() {
     }
     assert_eq!(extra.len(), 3 * BURST_SIZE);
     assert_eq!(pool.in_use() as usize, BURST_SIZE, "shared, not copied");
-    let (sent, dropped) = txq[0].flush(&mut batch);
-    assert_eq!((sent, dropped), (BURST_SIZE, 0));
+    let out = txq[0].flush(&mut batch);
+    assert_eq!((out.sent, out.too_big, out.refused), (BURST_SIZE, 0, 0));
     assert_eq!(
         pool.in_use() as usize,
         BURST_SIZE,
@@ -139,14 +141,50 @@ fn eal_mempool_ring_and_port_lifecycle() {
         Some(order[12]),
         "the frames that did not fit stay next, in order"
     );
-    let (sent, dropped) = txq[0].flush(&mut batch);
-    assert_eq!((sent, dropped), (BURST_SIZE, 0));
+    let out = txq[0].flush(&mut batch);
+    assert_eq!((out.sent, out.too_big, out.refused), (BURST_SIZE, 0, 0));
     assert_eq!(pkts.move_into(&mut batch, 32), 20, "the 20 left");
     assert!(pkts.next().is_none());
     drop(pkts);
     assert_eq!(batch.discard(), 20);
     assert_eq!(pool.in_use(), 0, "moved frames freed once, by their batch");
     assert!(port.stats().unwrap().opackets >= BURST_SIZE as u64);
+
+    // A driver that refuses a frame longer than its MTU stops there (net_tap): that frame is
+    // counted too big and freed, and the frames behind it are sent.
+    let mut tap = Port::probe(&format!(
+        "net_tap9,iface=pdpl{}",
+        std::process::id() % 100_000
+    ))
+    .unwrap();
+    tap.configure(
+        PortConfig {
+            rx_queues: 1,
+            tx_queues: 1,
+            rx_desc: 64,
+            tx_desc: 64,
+        },
+        Arc::clone(&pool),
+    )
+    .unwrap();
+    tap.start().unwrap();
+    let (tap_rx, mut tap_tx) = tap.queues(1).unwrap();
+    assert_eq!(tap.mtu(), Some(1500));
+    assert_eq!(tap_tx[0].max_frame(), 1522);
+    let mut batch = TxBatch::new();
+    for len in [60u16, 2000, 60, 1522, 1523, 60] {
+        let mut m = Mbuf::alloc(&pool).unwrap();
+        let d = m.append(len).unwrap();
+        d[..6].fill(0xff);
+        d[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        assert!(batch.push(m).is_ok());
+    }
+    let out = tap_tx[0].flush(&mut batch);
+    assert_eq!((out.sent, out.too_big, out.refused), (4, 2, 0), "{out:?}");
+    assert!(batch.is_empty());
+    drop((tap_rx, tap_tx));
+    tap.close().unwrap();
+    assert_eq!(pool.in_use(), 0, "refused frames freed once");
 
     // A port cannot close while a worker still holds its queues; once they are gone it can.
     let e = port.close().expect_err("closed with live queue handles");

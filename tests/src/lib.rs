@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod sflow;
+
 /// The pmdswitch binary under test: `$PMDSWITCH_BIN`, or the workspace's target directory of
 /// the profile these tests were built with.
 pub fn bin() -> PathBuf {

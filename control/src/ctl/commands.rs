@@ -226,9 +226,9 @@ fn parse_mac(s: &str) -> Result<MacAddr, String> {
     let mac: MacAddr = s
         .parse()
         .map_err(|e: dataplane::packet::MacParseError| e.to_string())?;
-    if mac.is_multicast() {
+    if !mac.is_individual() {
         return Err(format!(
-            "{mac} is a group address; a MAC table entry needs a unicast address"
+            "{mac} is not a station's address (a group address, or all zeros); a MAC table entry needs an individual unicast address"
         ));
     }
     Ok(mac)
@@ -475,13 +475,25 @@ fn port_show(c: &mut Call<'_, '_>) -> Outcome {
         }
         let _ = write!(
             s,
-            "port {}: id {}, driver {}, devargs {}\n  link: {}, {} Mbit/s, {}\n  rx: packets {}, bytes {}, dropped {}, missed {}\n  tx: packets {}, dropped {}\n  sflow: samples taken {}, lost {}\n",
+            "port {}: id {}, driver {}, devargs {}\n  link: {}, {} Mbit/s, {}\n  rx: packets {}, bytes {}, dropped {}\n  tx: packets {}, dropped {}\n  device: rx missed {}, rx errors {}, rx no mbuf {}, tx errors {}\n  sflow: ifIndex {}, samples taken {}, lost {}\n",
             p.name, p.port_id, p.driver, p.devargs,
             if link.up { "up" } else { "down" }, link.speed_mbps,
             if link.full_duplex { "full-duplex" } else { "half-duplex" },
-            p.rx_packets, p.rx_bytes, p.rx_dropped, p.rx_missed,
-            p.tx_packets, p.tx_dropped, p.samples_taken, p.samples_lost
+            p.rx_packets, p.rx_bytes, p.rx_dropped,
+            p.tx_packets, p.tx_dropped,
+            p.rx_missed, p.rx_errors, p.rx_nombuf, p.tx_errors,
+            p.if_index, p.samples_taken, p.samples_lost
         );
+        // The driver's own counters, those that moved (a driver may have dozens).
+        let moved: Vec<String> = p
+            .xstats
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        if !moved.is_empty() {
+            let _ = writeln!(s, "  xstats: {}", moved.join(", "));
+        }
     }
     if c.json {
         return Ok(pretty(&json!({ "ports": json_ports })));
@@ -648,7 +660,7 @@ fn sflow_show(c: &mut Call<'_, '_>) -> Outcome {
 }
 
 fn config_show(c: &mut Call<'_, '_>) -> Outcome {
-    let toml = c.ctx.rt.source.to_toml();
+    let toml = c.ctx.rt.source.to_toml(&c.ctx.rt.config);
     if c.json {
         return Ok(pretty(&json!({ "toml": toml })));
     }
@@ -706,7 +718,7 @@ fn apply_source(
     edit(&mut source)?;
     source.origin = what.to_owned();
     let done = c.ctx.rt.apply(source).map_err(|e| match e {
-        crate::switch::ChangeError::Partly(..) => format!("partly applied: {e}"),
+        crate::runtime::ChangeError::Partly(..) => format!("partly applied: {e}"),
         e => format!("not applied, running as before: {e}"),
     })?;
     if c.json {
@@ -727,19 +739,8 @@ fn port_add(c: &mut Call<'_, '_>) -> Outcome {
             "port {name:?} exists already; port/del it first, or port/set it"
         ));
     }
-    // A fresh sFlow ifIndex, unless one is given: positions shift as ports come and go.
-    let if_index = c
-        .ctx
-        .config()
-        .ports
-        .iter()
-        .map(|p| p.if_index)
-        .max()
-        .unwrap_or(0)
-        + 1;
     apply_source(c, &format!("port/add {name}"), |s| {
         s.add_port(&name, &devargs);
-        s.set_port(&name, "if_index", &if_index.to_string());
         for (k, v) in &kv {
             s.set_port(&name, k, v);
         }
@@ -814,7 +815,7 @@ fn sflow_set(c: &mut Call<'_, '_>) -> Outcome {
 
 fn config_reload(c: &mut Call<'_, '_>) -> Outcome {
     let done = c.ctx.rt.reload().map_err(|e| match e {
-        crate::switch::ChangeError::Partly(..) => format!("configuration partly reloaded: {e}"),
+        crate::runtime::ChangeError::Partly(..) => format!("configuration partly reloaded: {e}"),
         e => format!("configuration not reloaded, running as before: {e}"),
     })?;
     if c.json {

@@ -16,9 +16,10 @@ use dataplane::fdb::Fdb;
 use dataplane::stats::WorkerStats;
 
 use crate::config::Config;
-use crate::report::{self, Report};
+use crate::port::SwitchPort;
+use crate::report::Report;
+use crate::runtime::{Runtime, RxqAssignment};
 use crate::sflow::agent::AgentStats;
-use crate::switch::{Runtime, SwitchPort};
 
 pub use commands::Flow;
 pub use server::{CtlOptions, Server};
@@ -53,17 +54,6 @@ pub enum CtlError {
         /// What the OS said.
         source: std::io::Error,
     },
-}
-
-/// Which worker polls which rx queue, as handed out at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RxqAssignment {
-    /// The worker's lcore.
-    pub lcore: u32,
-    /// The port's name.
-    pub port: String,
-    /// The rx queue.
-    pub queue: u16,
 }
 
 /// What commands and metrics read and change: the running switch, as the control loop holds it.
@@ -115,25 +105,7 @@ impl Context<'_> {
 
     /// The stats report as of now (the same figures `--stats-json` writes on exit).
     pub fn report(&self) -> Report {
-        let rt = &*self.rt;
-        let view = rt.bridge.load_full();
-        let enabled = |id: u16| view.is_enabled(id);
-        let mut r = report::build(report::Inputs {
-            enabled: Some(&enabled),
-            elapsed: rt.started.elapsed(),
-            ports: &rt.ports,
-            workers: &rt.stats,
-            fdb: &rt.fdb,
-            aged: rt.aged,
-            pool: &rt.pool,
-            mempool_at_start: rt.mempool_at_start,
-            mempool_at_stop: rt.pool.in_use(),
-        });
-        r.sflow = rt.sflow_stats();
-        r.fdb.flap_holds = rt.moves().holds;
-        r.fdb.recent_moves = rt.moves().history().cloned().collect();
-        r.fdb.held = rt.moves().held();
-        r
+        self.rt.report()
     }
 
     /// The port with this name.

@@ -328,7 +328,10 @@ fn counter_sample(
             in_ucast: UNKNOWN32,
             in_multicast: UNKNOWN32,
             in_broadcast: UNKNOWN32,
-            in_discards: (dev.imissed + totals.port(port, PortCounter::RxDropped)) as u32,
+            // Frames dropped with no error: the device's for want of a descriptor or an
+            // mbuf, and the switch's own by every reason.
+            in_discards: (dev.imissed + dev.rx_nombuf + totals.port(port, PortCounter::RxDropped))
+                as u32,
             in_errors: dev.ierrors as u32,
             in_unknown_protos: UNKNOWN32,
             out_octets: dev.obytes,

@@ -383,12 +383,35 @@ impl TxBatch {
         n
     }
 
-    /// Hands the waiting packets to DPDK as raw pointers: the batch forgets the first `sent`
-    /// (DPDK owns them now) and frees the rest. Returns `sent`.
-    pub(crate) fn complete(&mut self, sent: usize) -> usize {
+    /// After a tx burst took the first `sent` packets (DPDK owns them now): forgets them and
+    /// moves the ones it left to the front, in order. Returns `sent`.
+    pub(crate) fn forget_sent(&mut self, sent: usize) -> usize {
         let sent = sent.min(self.len);
-        self.release_from(sent);
+        let left = self.len - sent;
+        // SAFETY: slots sent..len hold initialised mbufs; they move to 0..left (an overlapping
+        // copy), and with len set to `left` the slots beyond are never read as packets again.
+        // The first `sent` slots' mbufs belong to DPDK and are overwritten without a drop.
+        unsafe {
+            std::ptr::copy(self.mbufs.as_ptr().add(sent), self.mbufs.as_mut_ptr(), left);
+        }
+        self.len = left;
         sent
+    }
+
+    /// The first waiting packet, if any.
+    pub(crate) fn first(&self) -> Option<&Mbuf> {
+        // SAFETY: slot 0 is initialised while len > 0.
+        (self.len > 0).then(|| unsafe { self.mbufs[0].assume_init_ref() })
+    }
+
+    /// Frees the first waiting packet, keeping the others in order.
+    pub(crate) fn drop_first(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: slot 0 is initialised; it is read out once, then forgotten by the shift.
+        drop(unsafe { self.mbufs[0].assume_init_read() });
+        self.forget_sent(1);
     }
 
     /// Raw pointer array of the waiting packets for `rte_eth_tx_burst`.

@@ -16,7 +16,7 @@ pub use eal::{tsc, tsc_hz, Eal, LcoreId};
 pub use mbuf::{Burst, BurstDrain, Mbuf, TxBatch, BURST_SIZE};
 pub use mempool::Mempool;
 pub use meter::RateMeter;
-pub use port::{Link, Port, PortConfig, PortId, PortInfo, PortStats, RxQueue, TxQueue};
+pub use port::{Link, Port, PortConfig, PortId, PortInfo, PortStats, RxQueue, TxOutcome, TxQueue};
 pub use ring::{spsc_ring, RingConsumer, RingProducer};
 
 use std::ffi::CStr;

@@ -317,6 +317,9 @@ impl Port {
             .collect();
         let ntx = usize::from(cfg.tx_queues.max(1));
         let shared = tx_users > ntx;
+        let max_frame = self
+            .mtu()
+            .map_or(u32::MAX, |m| u32::from(m) + FRAME_OVERHEAD);
         let locks: Vec<Arc<AtomicBool>> =
             (0..ntx).map(|_| Arc::new(AtomicBool::new(false))).collect();
         let tx = (0..tx_users)
@@ -324,6 +327,7 @@ impl Port {
                 port: Arc::clone(&self.inner),
                 queue: u16::try_from(u % ntx).expect("queue index fits u16"),
                 lock: shared.then(|| Arc::clone(&locks[u % ntx])),
+                max_frame,
                 _pool: Arc::clone(&pool),
             })
             .collect();
@@ -362,6 +366,47 @@ impl Port {
             return [0; 6];
         }
         a.addr_bytes
+    }
+
+    /// The device's MTU (`rte_eth_dev_get_mtu`): the largest payload it carries, in bytes.
+    pub fn mtu(&self) -> Option<u16> {
+        let mut mtu = 0u16;
+        // SAFETY: valid port id; mtu is writable.
+        let ret = unsafe { sys::rte_eth_dev_get_mtu(self.id().0, &mut mtu) };
+        (ret == 0).then_some(mtu)
+    }
+
+    /// The driver's extended counters (`rte_eth_xstats_get`), by name, in the driver's order.
+    pub fn xstats(&self) -> Result<Vec<(String, u64)>, DpdkError> {
+        let id = self.id().0;
+        let err = |ret| DpdkError::from_ret(format!("rte_eth_xstats_get(port {id})"), ret);
+        // SAFETY: valid port id; a null array of size 0 asks for the count only.
+        let n = unsafe { sys::rte_eth_xstats_get_names(id, std::ptr::null_mut(), 0) };
+        let Ok(count) = u32::try_from(n) else {
+            return Err(err(n));
+        };
+        let mut names = vec![sys::rte_eth_xstat_name::default(); count as usize];
+        let mut values = vec![sys::rte_eth_xstat::default(); count as usize];
+        // SAFETY: both arrays hold `count` writable elements, the size passed.
+        let got = unsafe { sys::rte_eth_xstats_get_names(id, names.as_mut_ptr(), count) };
+        if got < 0 || got as u32 > count {
+            return Err(err(got));
+        }
+        // SAFETY: as above.
+        let vals = unsafe { sys::rte_eth_xstats_get(id, values.as_mut_ptr(), count) };
+        if vals < 0 || vals as u32 > count {
+            return Err(err(vals));
+        }
+        let n = (got.min(vals)) as usize;
+        Ok(values[..n]
+            .iter()
+            .filter_map(|v| {
+                let name = names.get(usize::try_from(v.id).ok()?)?;
+                // SAFETY: the driver writes NUL-terminated names of at most 64 bytes.
+                let text = unsafe { CStr::from_ptr(name.name.as_ptr()) };
+                Some((text.to_string_lossy().into_owned(), v.value))
+            })
+            .collect())
     }
 
     /// The device's counters.
@@ -452,6 +497,9 @@ impl Drop for Port {
         }
     }
 }
+
+/// Bytes a frame has beyond its MTU's payload: an Ethernet header and two VLAN tags.
+const FRAME_OVERHEAD: u32 = 14 + 2 * 4;
 
 /// IPv4/IPv6 address and TCP/UDP port hash types (RTE_ETH_RSS_IP | _TCP | _UDP).
 const RSS_IP_TCP_UDP: u64 = {
@@ -544,6 +592,7 @@ pub struct TxQueue {
     port: Arc<PortInner>,
     queue: u16,
     lock: Option<Arc<AtomicBool>>,
+    max_frame: u32,
     // Sent mbufs may sit in the tx ring until the device is done with them.
     _pool: Arc<Mempool>,
 }
@@ -564,12 +613,21 @@ impl TxQueue {
         self.lock.is_some()
     }
 
-    /// Sends the batch; packets the queue did not take are freed. Returns (sent, dropped).
+    /// The largest frame (bytes, without FCS) the device sends: its MTU, an Ethernet header
+    /// and two VLAN tags (u32::MAX when it has no MTU).
+    pub fn max_frame(&self) -> u32 {
+        self.max_frame
+    }
+
+    /// Sends the batch, emptying it; packets the queue did not take are freed and counted.
+    /// A driver that refuses a frame longer than its MTU stops there (net_tap does), so a
+    /// refused frame longer than [`TxQueue::max_frame`] is counted as too big and the frames
+    /// behind it are offered again.
     #[inline]
-    pub fn flush(&mut self, batch: &mut TxBatch) -> (usize, usize) {
-        let len = batch.len();
-        if len == 0 {
-            return (0, 0);
+    pub fn flush(&mut self, batch: &mut TxBatch) -> TxOutcome {
+        let mut out = TxOutcome::default();
+        if batch.is_empty() {
+            return out;
         }
         if let Some(l) = &self.lock {
             while l
@@ -579,16 +637,40 @@ impl TxQueue {
                 std::hint::spin_loop();
             }
         }
-        let n = u16::try_from(len).expect("a batch holds at most BURST_SIZE packets");
-        // SAFETY: the port is started and cannot stop while this handle lives; the queue is used
-        // by this worker alone (owned, or under its lock); the batch holds `len` valid mbufs and
-        // DPDK takes ownership of the first `sent` of them, which `complete` then forgets.
-        let sent =
-            unsafe { sys::rte_eth_tx_burst(self.port.id.0, self.queue, batch.as_mut_ptr(), n) };
+        loop {
+            let n = u16::try_from(batch.len()).expect("a batch holds at most BURST_SIZE packets");
+            // SAFETY: the port is started and cannot stop while this handle lives; the queue is
+            // used by this worker alone (owned, or under its lock); the batch holds `n` valid
+            // mbufs and DPDK takes ownership of the first `sent`, which `forget_sent` forgets.
+            let sent =
+                unsafe { sys::rte_eth_tx_burst(self.port.id.0, self.queue, batch.as_mut_ptr(), n) };
+            out.sent += batch.forget_sent(usize::from(sent));
+            match batch.first() {
+                None => break,
+                Some(m) if m.pkt_len() > self.max_frame => {
+                    batch.drop_first();
+                    out.too_big += 1;
+                }
+                Some(_) => {
+                    out.refused += batch.discard();
+                    break;
+                }
+            }
+        }
         if let Some(l) = &self.lock {
             l.store(false, Ordering::Release);
         }
-        let sent = batch.complete(usize::from(sent));
-        (sent, len - sent)
+        out
     }
+}
+
+/// What became of a flushed batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Frames the queue took.
+    pub sent: usize,
+    /// Frames refused and longer than the device sends (see [`TxQueue::max_frame`]).
+    pub too_big: usize,
+    /// Other frames the queue did not take (full), freed.
+    pub refused: usize,
 }

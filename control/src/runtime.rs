@@ -1,0 +1,652 @@
+//! The running switch as the control thread holds it: ports, MAC table, the snapshot the
+//! workers forward by, their command channels, the configuration in force and its source,
+//! sFlow export and the edge's state. The control socket reads and changes it; `switch.rs`
+//! builds it and tears it down.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dataplane::dpdk::{Mempool, RingConsumer};
+use dataplane::fdb::Fdb;
+use dataplane::sample::{SampleRecord, Sampler};
+use dataplane::stats::{Counters, WorkerStats};
+use dataplane::worker::{BridgeCell, MoveEvent, WorkerCommand};
+
+use crate::config::{Config, PortSpec, Source};
+use crate::edge::{BpduWatch, MoveTracker};
+use crate::port::{PortError, Probed, SwitchPort, MEMPOOL_CACHE};
+use crate::report::{self, Report};
+use crate::sflow::agent::{Agent, AgentPort, AgentStats};
+
+/// How long a worker may take to acknowledge a change (it looks every ~1024 poll rounds).
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A runtime change that could not be made; the switch goes on as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The new configuration is not valid.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    /// The change needs a restart.
+    #[error("{0}: changing it needs a restart (it is sized at start); the running value stays")]
+    NeedsRestart(&'static str),
+    /// A port could not be brought up.
+    #[error("{0}")]
+    Port(#[from] PortError),
+    /// The sFlow agent could not take the new settings.
+    #[error("sFlow agent: {0}")]
+    Sflow(String),
+    /// Some of the change was made before the rest failed.
+    #[error("{1} (already done: {0}; the rest was not applied)")]
+    Partly(String, Box<ChangeError>),
+    /// A worker did not take the change in time.
+    #[error("worker on lcore {0} did not acknowledge the change within {1:?}")]
+    Stuck(u32, Duration),
+}
+
+/// An apply that failed after changing some things: says which, so "running as before" is
+/// never claimed falsely.
+fn partly(done: Vec<String>, e: ChangeError) -> ChangeError {
+    if done.is_empty() {
+        e
+    } else {
+        ChangeError::Partly(done.join("; "), Box::new(e))
+    }
+}
+
+/// Which worker polls which rx queue (`pmd/rxq-show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RxqAssignment {
+    /// The worker's lcore.
+    pub lcore: u32,
+    /// The port's name.
+    pub port: String,
+    /// The rx queue.
+    pub queue: u16,
+}
+
+/// What the switch's start hands the runtime: everything built before the workers run.
+pub struct Parts {
+    /// The started ports, in configuration order.
+    pub ports: Vec<SwitchPort>,
+    /// The start's mbuf pool.
+    pub pool: Arc<Mempool>,
+    /// The MAC table.
+    pub fdb: Arc<Fdb>,
+    /// The snapshot cell the workers read.
+    pub bridge: Arc<BridgeCell>,
+    /// Every worker's published counters, in worker order.
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Every worker's command channel, in worker order.
+    pub commands: Vec<crossbeam_channel::Sender<WorkerCommand>>,
+    /// The control thread's ends of the workers' sample rings.
+    pub sample_rings: Vec<RingConsumer<SampleRecord>>,
+    /// The control thread's ends of the workers' MAC move rings.
+    pub move_rings: Vec<RingConsumer<MoveEvent>>,
+    /// Who polls which rx queue.
+    pub rxqs: Vec<RxqAssignment>,
+    /// The configuration at start.
+    pub config: Config,
+    /// Where it came from.
+    pub source: Source,
+    /// Seeds the samplers, so that runs do not repeat each other's skips.
+    pub run_seed: u64,
+}
+
+/// The running switch, as the control thread holds it: ports, table, snapshot, the workers'
+/// command channels, configuration and its source, sFlow and edge state.
+pub struct Runtime {
+    nworkers: usize,
+    /// The ports, in configuration order.
+    pub ports: Vec<SwitchPort>,
+    /// The start's mbuf pool.
+    pub pool: Arc<Mempool>,
+    /// The MAC table.
+    pub fdb: Arc<Fdb>,
+    /// The snapshot the workers forward by.
+    pub bridge: Arc<BridgeCell>,
+    /// Every worker's published counters.
+    pub stats: Vec<Arc<WorkerStats>>,
+    commands: Vec<crossbeam_channel::Sender<WorkerCommand>>,
+    sent: Vec<u64>,
+    /// The configuration in force.
+    pub config: Config,
+    /// Where it came from (edited by runtime changes).
+    pub source: Source,
+    sflow: SflowExport,
+    edge: EdgeState,
+    /// Ports shut down by bpdu_guard_shutdown (by name) until set enabled again.
+    bpdu_shut: Vec<String>,
+    /// Who polls which rx queue (pmd/rxq-show).
+    pub rxqs: Vec<RxqAssignment>,
+    /// Mbufs of the start's pool in use when the workers started.
+    pub mempool_at_start: u32,
+    run_seed: u64,
+    pool_seq: u32,
+    last_age_pass: u32,
+    /// Entries aged out so far.
+    pub aged: u64,
+    /// When the workers started.
+    pub started: Instant,
+}
+
+impl Runtime {
+    /// The runtime of a switch whose ports are started and whose workers are about to run.
+    pub fn new(p: Parts) -> Runtime {
+        let nworkers = p.stats.len();
+        Runtime {
+            nworkers,
+            ports: p.ports,
+            pool: p.pool,
+            fdb: p.fdb,
+            bridge: p.bridge,
+            stats: p.stats,
+            commands: p.commands,
+            sent: vec![0; nworkers],
+            sflow: SflowExport {
+                agent: None,
+                rings: p.sample_rings,
+                buf: vec![SampleRecord::default(); 256],
+            },
+            edge: EdgeState {
+                moves: MoveTracker::new(&p.config.bridge),
+                rings: p.move_rings,
+                buf: vec![MoveEvent::default(); 256],
+                bpdu: BpduWatch::default(),
+            },
+            config: p.config,
+            source: p.source,
+            bpdu_shut: Vec::new(),
+            rxqs: p.rxqs,
+            mempool_at_start: 0,
+            run_seed: p.run_seed,
+            pool_seq: 0,
+            last_age_pass: 0,
+            aged: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// (port id, spec) of every port.
+    pub fn port_ids(&self) -> Vec<(u16, &PortSpec)> {
+        self.ports.iter().map(|p| (p.id(), &p.spec)).collect()
+    }
+
+    /// Every worker's counters, summed.
+    pub fn totals(&self) -> Counters {
+        sum_counters(&self.stats)
+    }
+
+    /// The sFlow agent's counts, when sFlow is on.
+    pub fn sflow_stats(&self) -> Option<AgentStats> {
+        self.sflow.agent.as_ref().map(|a| a.stats())
+    }
+
+    /// The stats report as of now: the figures `--stats-json` writes on exit.
+    pub fn report(&self) -> Report {
+        let view = self.bridge.load_full();
+        let enabled = |id: u16| view.is_enabled(id);
+        let mut r = report::build(report::Inputs {
+            enabled: Some(&enabled),
+            elapsed: self.started.elapsed(),
+            ports: &self.ports,
+            workers: &self.stats,
+            fdb: &self.fdb,
+            aged: self.aged,
+            pool: &self.pool,
+            mempool_at_start: self.mempool_at_start,
+            mempool_at_stop: self.pool.in_use(),
+        });
+        r.sflow = self.sflow_stats();
+        r.fdb.flap_holds = self.edge.moves.holds;
+        r.fdb.recent_moves = self.edge.moves.history().cloned().collect();
+        r.fdb.held = self.edge.moves.held();
+        r
+    }
+
+    /// The 1-in-N sampling rate of a port under the configuration in force (0: off).
+    pub fn sampling_rate_of(&self, spec: &PortSpec) -> u32 {
+        match &self.config.sflow {
+            Some(s) => spec.sampling_rate.unwrap_or(s.sampling_rate),
+            None => 0,
+        }
+    }
+
+    /// A sampler for `port` on worker `worker`, seeded apart from every other.
+    pub fn sampler(&self, worker: usize, port: u16, rate: u32) -> Sampler {
+        let lcore = self.stats[worker].lcore();
+        let seed = (u64::from(lcore) << 32) ^ (u64::from(port) << 16) ^ self.run_seed;
+        Sampler::new(rate, seed)
+    }
+
+    /// Builds the snapshot from the configuration and the ports, and publishes it.
+    /// `except`: a port still open but already out of the bridge (being removed).
+    pub fn publish_view(&self, except: Option<u16>) {
+        let ports: Vec<&SwitchPort> = self
+            .ports
+            .iter()
+            .filter(|p| Some(p.id()) != except)
+            .collect();
+        let mut view = crate::edge::build_view(
+            &self.config,
+            &ports.iter().map(|p| (p.id(), &p.spec)).collect::<Vec<_>>(),
+            &ports
+                .iter()
+                .map(|p| (p.id(), p.queues.rx_queues))
+                .collect::<Vec<_>>(),
+            u16::try_from(self.nworkers).unwrap_or(u16::MAX),
+        );
+        for p in ports {
+            if !p.spec.enabled || self.bpdu_shut.contains(&p.spec.name) {
+                view = view.with_port_enabled(p.id(), false);
+            }
+        }
+        self.bridge.store(Arc::new(view));
+    }
+
+    /// (Re)starts the sFlow agent for the configuration in force.
+    pub fn start_agent(&mut self) -> Result<(), String> {
+        let Some(spec) = self.config.sflow.clone() else {
+            if self.sflow.agent.take().is_some() {
+                log::info!("sFlow: off");
+            }
+            return Ok(());
+        };
+        let ports: Vec<AgentPort> = self
+            .ports
+            .iter()
+            .map(|sp| AgentPort {
+                port_id: sp.id(),
+                if_index: sp.spec.if_index,
+                sampling_rate: self.sampling_rate_of(&sp.spec),
+            })
+            .collect();
+        let result = match self.sflow.agent.as_mut() {
+            Some(agent) => agent.reconfigure(spec.clone(), &ports, self.nworkers),
+            None => Agent::new(spec.clone(), &ports, self.nworkers).map(|a| {
+                self.sflow.agent = Some(a);
+            }),
+        };
+        result.map_err(|e| e.to_string())?;
+        log::info!(
+            "sFlow: agent {}, collectors {:?}, sampling 1-in-{} (per-port overrides apply), counters every {} s",
+            spec.agent_address,
+            spec.collectors,
+            spec.sampling_rate,
+            spec.polling_interval
+        );
+        Ok(())
+    }
+
+    /// Sends a command to worker `w`.
+    fn send(&mut self, w: usize, cmd: WorkerCommand) {
+        if self.commands[w].send(cmd).is_ok() {
+            self.sent[w] += 1;
+        }
+    }
+
+    /// Waits until every worker has applied every command sent (the reload handshake).
+    fn wait_applied(&mut self) -> Result<(), ChangeError> {
+        for w in 0..self.nworkers {
+            self.send(w, WorkerCommand::Sync);
+        }
+        let deadline = Instant::now() + ACK_TIMEOUT;
+        for (w, st) in self.stats.iter().enumerate() {
+            while st.applied() < self.sent[w] {
+                if Instant::now() >= deadline {
+                    return Err(ChangeError::Stuck(st.lcore(), ACK_TIMEOUT));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings up a port while the others forward: its own pool, its queues handed to the
+    /// workers, acknowledged before any frame is sent to it.
+    fn add_port(&mut self, spec: PortSpec, position: usize) -> Result<(), ChangeError> {
+        let probed = Probed::new(spec, self.nworkers)?;
+        let n =
+            probed.mbufs() + (self.nworkers as u64 + 1) * u64::from(MEMPOOL_CACHE) * 3 / 2 + 2048;
+        self.pool_seq += 1;
+        let pool = Arc::new(
+            Mempool::new_pktmbuf(
+                &format!("pmdswitch_p{}", self.pool_seq),
+                u32::try_from(n).unwrap_or(u32::MAX),
+                MEMPOOL_CACHE,
+                -1,
+            )
+            .map_err(PortError::Mempool)?,
+        );
+        let mut sp = probed.start(&pool)?;
+        sp.own_pool = Some(pool);
+        sp.base = self.totals();
+        let (rx, tx) = sp
+            .port
+            .queues(self.nworkers)
+            .map_err(|source| PortError::Setup {
+                name: sp.spec.name.clone(),
+                source,
+            })?;
+        // Tx queues first: once every worker can send to the port, the snapshot takes it in
+        // (floods reach it), then its rx queues start (its frames find it in the snapshot).
+        for (w, q) in tx.into_iter().enumerate() {
+            self.send(w, WorkerCommand::AddTx(q));
+        }
+        let rate = self.sampling_rate_of(&sp.spec);
+        for w in 0..self.nworkers {
+            let s = self.sampler(w, sp.id(), rate);
+            self.send(w, WorkerCommand::SetSampler(sp.id(), s));
+        }
+        let id = sp.id();
+        let name = sp.spec.name.clone();
+        self.ports.insert(position.min(self.ports.len()), sp);
+        self.wait_applied()?;
+        self.publish_view(None);
+        for q in rx {
+            let w = (position + usize::from(q.queue())) % self.nworkers;
+            self.rxqs.push(RxqAssignment {
+                lcore: self.stats[w].lcore(),
+                port: name.clone(),
+                queue: q.queue(),
+            });
+            self.send(w, WorkerCommand::AddRx(q));
+        }
+        self.wait_applied()?;
+        log::info!("port {name} (port id {id}) added");
+        Ok(())
+    }
+
+    /// Takes a port out while the others forward: out of the snapshot first, then its queues
+    /// back from every worker, then its table entries, then the device.
+    fn remove_port(&mut self, name: &str) -> Result<(), ChangeError> {
+        let Some(i) = self.ports.iter().position(|p| p.spec.name == name) else {
+            return Ok(());
+        };
+        let id = self.ports[i].id();
+        self.publish_view(Some(id));
+        for w in 0..self.nworkers {
+            self.send(w, WorkerCommand::RemovePort(id));
+        }
+        self.wait_applied()?;
+        let mut sp = self.ports.remove(i);
+        self.rxqs.retain(|q| q.port != name);
+        let gone = self.fdb.flush_port(id);
+        if let Err(e) = sp.port.close() {
+            log::error!("closing port {name}: {e}");
+        }
+        log::info!("port {name} (port id {id}) removed; {gone} MAC table entries with it");
+        Ok(())
+    }
+
+    /// Applies an edited source: validates it whole, refuses what needs a restart, then adds,
+    /// removes and changes ports and settings while the workers forward. On an error nothing
+    /// already running is lost; a failure half way (a device that will not start) leaves the
+    /// ports done so far and says so. Returns what changed.
+    pub fn apply(&mut self, source: Source) -> Result<Vec<String>, ChangeError> {
+        let running: HashMap<String, u32> = self
+            .ports
+            .iter()
+            .map(|p| (p.spec.name.clone(), p.spec.if_index))
+            .collect();
+        let new = Config::from_source(&source, &running)?;
+        let old = self.config.clone();
+        if new.bridge.fdb_capacity != old.bridge.fdb_capacity {
+            return Err(ChangeError::NeedsRestart("bridge.fdb_capacity"));
+        }
+        if new.bridge.mbufs != old.bridge.mbufs {
+            return Err(ChangeError::NeedsRestart("bridge.mbufs"));
+        }
+        let mut done = Vec::new();
+        let same_device = |a: &PortSpec, b: &PortSpec| {
+            a.devargs == b.devargs
+                && a.rx_queues == b.rx_queues
+                && a.rx_desc == b.rx_desc
+                && a.tx_desc == b.tx_desc
+        };
+        let gone: Vec<String> = old
+            .ports
+            .iter()
+            .filter(|o| {
+                !new.ports
+                    .iter()
+                    .any(|n| n.name == o.name && same_device(n, o))
+            })
+            .map(|o| o.name.clone())
+            .collect();
+        self.config.sflow = new.sflow.clone();
+        let mut added_ports: Vec<String> = Vec::new();
+        for name in &gone {
+            if let Err(e) = self.remove_port(name) {
+                return Err(partly(done, e));
+            }
+            self.bpdu_shut.retain(|n| n != name);
+            done.push(format!("removed port {name}"));
+        }
+        for (pos, spec) in new.ports.iter().enumerate() {
+            match self.ports.iter_mut().find(|p| p.spec.name == spec.name) {
+                Some(sp) => {
+                    let same = PortSpec {
+                        origin: sp.spec.origin.clone(),
+                        ..spec.clone()
+                    } == sp.spec;
+                    if !same {
+                        if sp.spec.enabled != spec.enabled || !spec.enabled {
+                            self.bpdu_shut.retain(|n| n != &spec.name);
+                        }
+                        sp.spec = spec.clone();
+                        done.push(format!("changed port {}", spec.name));
+                    }
+                }
+                None => {
+                    if let Err(e) = self.add_port(spec.clone(), pos) {
+                        return Err(partly(done, e));
+                    }
+                    added_ports.push(spec.name.clone());
+                    done.push(format!("added port {}", spec.name));
+                }
+            }
+        }
+        // Configuration order is port order (the flood and queue spread follow it).
+        self.ports.sort_by_key(|p| {
+            new.ports
+                .iter()
+                .position(|n| n.name == p.spec.name)
+                .unwrap_or(usize::MAX)
+        });
+        if new.bridge != old.bridge {
+            self.edge.moves.set_limits(&new.bridge);
+            done.push("changed bridge settings".to_owned());
+        }
+        self.config = new;
+        self.source = source;
+        self.publish_view(None);
+        // Samplers: every port whose effective rate changed.
+        if old.sflow != self.config.sflow || !done.is_empty() {
+            for i in 0..self.ports.len() {
+                let (id, rate) = (
+                    self.ports[i].id(),
+                    self.sampling_rate_of(&self.ports[i].spec),
+                );
+                let was = old
+                    .ports
+                    .iter()
+                    .find(|o| o.name == self.ports[i].spec.name)
+                    .map(|o| match &old.sflow {
+                        Some(s) => o.sampling_rate.unwrap_or(s.sampling_rate),
+                        None => 0,
+                    });
+                if was != Some(rate) {
+                    for w in 0..self.nworkers {
+                        let s = self.sampler(w, id, rate);
+                        self.send(w, WorkerCommand::SetSampler(id, s));
+                    }
+                }
+            }
+            if old.sflow != self.config.sflow {
+                done.push("changed sFlow settings".to_owned());
+            }
+            self.start_agent().map_err(ChangeError::Sflow)?;
+        }
+        // Static entries from the configuration: those dropped go, new ones come.
+        for e in &old.fdb {
+            if !self.config.fdb.contains(e) {
+                self.fdb.remove(e.vlan, e.mac);
+                done.push(format!("removed static entry {} VLAN {}", e.mac, e.vlan));
+            }
+        }
+        // New entries, and every entry of a port brought up anew (its entries went with it).
+        let added: Vec<_> = self
+            .config
+            .fdb
+            .iter()
+            .filter(|e| !old.fdb.contains(e) || added_ports.contains(&e.port))
+            .cloned()
+            .collect();
+        if !added.is_empty() {
+            crate::edge::install_static(&added, &self.port_ids(), &self.fdb);
+            for e in added {
+                done.push(format!(
+                    "added static entry {} VLAN {} on {}",
+                    e.mac, e.vlan, e.port
+                ));
+            }
+        }
+        self.wait_applied()?;
+        if done.is_empty() {
+            done.push("nothing changed".to_owned());
+        }
+        for d in &done {
+            log::info!("config: {d}");
+        }
+        Ok(done)
+    }
+
+    /// Brings a port shut down by its BPDU guard back (it forwards once the snapshot is
+    /// published, by the next apply).
+    pub fn clear_bpdu_shutdown(&mut self, name: &str) -> bool {
+        let before = self.bpdu_shut.len();
+        self.bpdu_shut.retain(|n| n != name);
+        before != self.bpdu_shut.len()
+    }
+
+    /// Re-reads the configuration file (with the start's --port flags) and applies it.
+    pub fn reload(&mut self) -> Result<Vec<String>, ChangeError> {
+        let (_, source) =
+            Config::load_with_source(self.source.file.as_deref(), &self.source.start_flags)?;
+        self.apply(source)
+    }
+
+    /// The control thread's periodic work, every tick: the table's clock and aging, sample
+    /// records into sFlow datagrams and counter samples, MAC move reports, BPDU shutdowns.
+    pub fn tick(&mut self) {
+        let now = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX);
+        self.fdb.set_now(now);
+        let totals = self.totals();
+        self.sflow.drain(&totals);
+        if let Some(agent) = self.sflow.agent.as_mut() {
+            let ports = &self.ports;
+            agent.tick(&totals, |id| {
+                ports
+                    .iter()
+                    .find(|sp| sp.id() == id)
+                    .and_then(|sp| sp.port.stats().ok().map(|st| (st, sp.port.link())))
+            });
+        }
+        self.edge.drain(&self.ports, &self.fdb);
+        for name in self.edge.bpdu.check(&self.bridge, &totals, &self.ports) {
+            if !self.bpdu_shut.contains(&name) {
+                self.bpdu_shut.push(name);
+            }
+        }
+        if now != self.last_age_pass {
+            self.last_age_pass = now;
+            self.aged += self.fdb.age(now, self.config.bridge.fdb_aging_secs) as u64;
+            self.edge.moves.expire(&self.fdb);
+        }
+    }
+
+    /// After the workers have stopped: exports what is left in their rings (and the last
+    /// datagram), takes the last MAC move reports, and closes every port. Returns the final
+    /// report, read before the ports closed.
+    pub fn finish(&mut self) -> Report {
+        self.sflow.drain(&self.totals());
+        if let Some(agent) = self.sflow.agent.as_mut() {
+            agent.flush();
+        }
+        self.edge.drain(&self.ports, &self.fdb);
+        let mut rep = self.report();
+        for mut sp in std::mem::take(&mut self.ports) {
+            if let Err(e) = sp.port.close() {
+                log::error!("closing port {}: {e}", sp.spec.name);
+            }
+        }
+        rep.mempool.in_use_after_close = self.pool.in_use();
+        rep
+    }
+}
+
+/// The control thread's side of the managed edge: MAC move reports and flap damping, and
+/// BPDU-guard shutdowns.
+struct EdgeState {
+    moves: MoveTracker,
+    rings: Vec<RingConsumer<MoveEvent>>,
+    buf: Vec<MoveEvent>,
+    bpdu: BpduWatch,
+}
+
+impl EdgeState {
+    /// Takes every waiting move report.
+    fn drain(&mut self, ports: &[SwitchPort], fdb: &Fdb) {
+        let name_of = |id: u16| {
+            ports
+                .iter()
+                .find(|p| p.id() == id)
+                .map_or_else(|| format!("port {id}"), |p| p.spec.name.clone())
+        };
+        for ring in self.rings.iter_mut() {
+            loop {
+                let n = ring.dequeue_burst(&mut self.buf);
+                if n == 0 {
+                    break;
+                }
+                self.moves.on_moves(&self.buf[..n], fdb, &name_of);
+            }
+        }
+    }
+}
+
+/// The sFlow agent (when on), the control thread's ends of the workers' sample rings, and the
+/// buffer records are drained into (allocated once, reused every tick).
+struct SflowExport {
+    agent: Option<Agent>,
+    rings: Vec<RingConsumer<SampleRecord>>,
+    buf: Vec<SampleRecord>,
+}
+
+impl SflowExport {
+    /// Moves every waiting sample record from the workers' rings into the agent.
+    fn drain(&mut self, totals: &Counters) {
+        for (w, ring) in self.rings.iter_mut().enumerate() {
+            loop {
+                let n = ring.dequeue_burst(&mut self.buf);
+                if n == 0 {
+                    break;
+                }
+                if let Some(agent) = self.agent.as_mut() {
+                    agent.on_samples(w, &self.buf[..n], totals);
+                }
+            }
+        }
+    }
+}
+
+/// Every worker's published counters, summed.
+fn sum_counters(stats: &[Arc<WorkerStats>]) -> Counters {
+    let mut totals = Counters::default();
+    for s in stats {
+        totals.accumulate(&s.snapshot());
+    }
+    totals
+}
