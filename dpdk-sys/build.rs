@@ -40,6 +40,10 @@ fn main() {
         version.join(" ")
     );
 
+    // net_vhost's own API (queue-state events, a port's vhost device id) lives in the driver,
+    // which pkg-config does not list: the same file the EAL loads as a plugin, so linking it
+    // loads it once.
+    println!("cargo:rustc-link-lib=dylib=rte_net_vhost");
     for flag in &libs {
         if let Some(lib) = flag.strip_prefix("-l") {
             println!("cargo:rustc-link-lib=dylib={lib}");

@@ -14,4 +14,7 @@
 #include <rte_ring.h>
 #include <rte_meter.h>
 #include <rte_version.h>
+/* vhost-user ports: queue-state events, the guest's negotiated features. */
+#include <rte_vhost.h>
+#include <rte_eth_vhost.h>
 #include "shim.h"

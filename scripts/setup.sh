@@ -16,6 +16,7 @@ pkgs=(
     tcpdump tshark                        # independent decoders for tests
     openvswitch-common prometheus         # ovs-appctl, promtool and a Prometheus server for tests
     python3
+    busybox-static ethtool                # the VM-port tests' guest (scripts/guest-image.py)
 )
 if [ "${1:-}" = "--bench" ]; then
     pkgs+=(openvswitch-switch-dpdk python3-matplotlib)
@@ -33,6 +34,29 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# QEMU for the VM-port tests' guests, from the suite of the qemu-utils already installed: this
+# image carries qemu-utils from bookworm-backports, and bookworm's own qemu-system-x86 would
+# make apt remove it (--no-remove refuses that). QEMU 10 also needs no workaround for
+# vhost-user under TCG, where 7.2 crashes with MSI-X vectors.
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    suite=()
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    if [ "$codename" = bookworm ]; then
+        if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+            mirror=$(grep -hs "^URIs:.*debian$" /etc/apt/sources.list.d/*.sources | head -n1 | awk '{print $2}')
+            printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+                "${mirror:-http://deb.debian.org/debian}" > /etc/apt/sources.list.d/bookworm-backports.sources
+            apt-get update -qq
+        fi
+        suite=(-t bookworm-backports)
+    fi
+    echo "setup.sh: installing qemu-system-x86 ${suite[*]}"
+    apt-get install -y -qq --no-install-recommends --no-remove "${suite[@]}" qemu-system-x86 >/dev/null
+fi
+# The guest: a Debian kernel and a busybox initramfs, built once into a cache.
+python3 "$(dirname "$0")/guest-image.py" "${PMDSWITCH_GUEST_DIR:-/var/cache/pmdswitch/guest}"
 
 if ! command -v cargo >/dev/null 2>&1; then
     if [ -x "$HOME/.cargo/bin/cargo" ]; then

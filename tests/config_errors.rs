@@ -45,7 +45,11 @@ fn missing_devargs_is_named() {
     let (code, err) = run_with(Some("[[ports]]\nname = \"vm1\"\n"), &[]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("missing field `devargs`") && err.contains("line"),
+        err.contains("switch.toml")
+            && err.contains("ports[0]")
+            && err.contains("devargs")
+            && err.contains("\"vm1\"")
+            && err.contains("vhost_user"),
         "{err}"
     );
 }

@@ -11,6 +11,7 @@ use dataplane::packet::MacAddr;
 use serde::Deserialize;
 
 use crate::sflow::encode::DEFAULT_COLLECTOR_PORT as SFLOW_PORT;
+use crate::vhost::{VhostMode, VhostUser, MAX_SOCKET_PATH};
 
 /// Port and bridge names: what operators type, and what stats and logs show.
 const NAME_MAX: usize = 32;
@@ -131,11 +132,23 @@ struct SflowModel {
     max_datagram: Option<u32>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VhostUserModel {
+    path: Option<String>,
+    mode: Option<String>,
+    queues: Option<u16>,
+    socket_mode: Option<u32>,
+    socket_group: Option<toml::Value>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PortModel {
     name: String,
+    #[serde(default)]
     devargs: String,
+    vhost_user: Option<VhostUserModel>,
     rx_queues: Option<u16>,
     rx_desc: Option<u16>,
     tx_desc: Option<u16>,
@@ -196,8 +209,11 @@ impl Default for BridgeModel {
 pub struct PortSpec {
     /// Unique name.
     pub name: String,
-    /// DPDK device string (a vdev with its arguments, or a PCI address).
+    /// DPDK device string (a vdev with its arguments, or a PCI address); for a `vhost_user`
+    /// port, the net_vhost devargs made from it.
     pub devargs: String,
+    /// A VM port given as `vhost_user = { ... }`.
+    pub vhost_user: Option<VhostUser>,
     /// Rx queues (default: one per worker, as far as the device allows).
     pub rx_queues: Option<u16>,
     /// Rx descriptors per queue.
@@ -220,6 +236,13 @@ pub struct PortSpec {
 }
 
 impl PortSpec {
+    /// The vhost-user socket of a VM port, given as `vhost_user` or as net_vhost devargs.
+    pub fn vhost(&self) -> Option<VhostUser> {
+        self.vhost_user
+            .clone()
+            .or_else(|| VhostUser::from_devargs(&self.devargs))
+    }
+
     /// The DPDK device name: the devargs up to the first comma.
     pub fn device_name(&self) -> &str {
         self.devargs
@@ -739,13 +762,30 @@ impl Config {
                 format!("{:?} is not a valid port name: use 1 to {NAME_MAX} letters, digits, '_', '-' or '.'", p.name),
             ));
         }
-        if p.devargs.trim().is_empty() {
-            return Err(invalid(
-                &origin,
-                "devargs",
-                format!("port {:?} has empty devargs: give a DPDK device such as net_tap0,iface={} or a PCI address", p.name, p.name),
-            ));
-        }
+        let vhost_user = p
+            .vhost_user
+            .as_ref()
+            .map(|v| Self::vhost_user(&origin, &p.name, v))
+            .transpose()
+            .map_err(|e| naming_port(e, &p.name))?;
+        let devargs = match (&vhost_user, p.devargs.trim()) {
+            (Some(_), d) if !d.is_empty() => {
+                return Err(invalid(
+                    &origin,
+                    "devargs",
+                    format!("port {:?} has both devargs and vhost_user: give one (vhost_user makes the net_vhost devargs itself)", p.name),
+                ))
+            }
+            (Some(v), _) => v.devargs(&p.name),
+            (None, "") => {
+                return Err(invalid(
+                    &origin,
+                    "devargs",
+                    format!("port {:?} has no devargs: give a DPDK device such as net_tap0,iface={} or a PCI address, or vhost_user = {{ path = \"/run/pmdswitch/{}.sock\", mode = \"client\" }} for a VM", p.name, p.name, p.name),
+                ))
+            }
+            (None, d) => d.to_owned(),
+        };
         let rx_queues = p
             .rx_queues
             .map(|q| {
@@ -796,24 +836,13 @@ impl Config {
                 )
             })
             .transpose()?;
-        let policy = Self::policy(&origin, &p.name, &p).map_err(|e| match e {
-            // Name the port in every message, not only its position.
-            ConfigError::Invalid {
-                origin,
-                field,
-                message,
-            } if !message.contains(&format!("{:?}", p.name)) => ConfigError::Invalid {
-                origin,
-                field,
-                message: format!("port {:?}: {message}", p.name),
-            },
-            other => other,
-        })?;
+        let policy = Self::policy(&origin, &p.name, &p).map_err(|e| naming_port(e, &p.name))?;
         Ok(PortSpec {
             policy,
             enabled: p.enabled.unwrap_or(true),
             name: p.name,
-            devargs: p.devargs.trim().to_owned(),
+            devargs,
+            vhost_user,
             rx_queues,
             rx_desc,
             tx_desc,
@@ -822,6 +851,141 @@ impl Config {
             if_index: 0,
             if_index_set,
             origin,
+        })
+    }
+}
+
+/// `e` with the port named in its message, not only its position.
+fn naming_port(e: ConfigError, name: &str) -> ConfigError {
+    match e {
+        ConfigError::Invalid {
+            origin,
+            field,
+            message,
+        } if !message.contains(&format!("{name:?}")) => ConfigError::Invalid {
+            origin,
+            field,
+            message: format!("port {name:?}: {message}"),
+        },
+        other => other,
+    }
+}
+
+/// Queue pairs a vhost-user port offers its guest.
+pub const VHOST_QUEUES_RANGE: std::ops::RangeInclusive<u16> = 1..=64;
+
+impl Config {
+    /// A VM port's `vhost_user` table, validated: an absolute socket path in a directory that
+    /// exists, client or server, queues in range, permissions for server mode only.
+    fn vhost_user(origin: &str, name: &str, v: &VhostUserModel) -> Result<VhostUser, ConfigError> {
+        let Some(path) = v.path.as_deref().filter(|p| !p.trim().is_empty()) else {
+            return Err(invalid(
+                origin,
+                "vhost_user.path",
+                format!("port {name:?} needs the socket's path, e.g. path = \"/run/pmdswitch/{name}.sock\""),
+            ));
+        };
+        let path = PathBuf::from(path.trim());
+        if !path.is_absolute() || path.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(invalid(
+                origin,
+                "vhost_user.path",
+                format!("{:?} must be an absolute path of at most {MAX_SOCKET_PATH} bytes (a UNIX socket address)", path.display().to_string()),
+            ));
+        }
+        if !crate::vhost::directory_exists(&path) {
+            return Err(invalid(
+                origin,
+                "vhost_user.path",
+                format!(
+                    "the directory of {:?} does not exist: create it (the socket is made there)",
+                    path.display().to_string()
+                ),
+            ));
+        }
+        let mode = match v.mode.as_deref().map(str::trim) {
+            Some("client") => VhostMode::Client,
+            Some("server") => VhostMode::Server,
+            Some(other) => {
+                return Err(invalid(
+                    origin,
+                    "vhost_user.mode",
+                    format!("{other:?} is neither \"client\" (QEMU serves the socket; the switch connects and reconnects, so it can restart under running VMs) nor \"server\" (the switch creates the socket)"),
+                ))
+            }
+            None => {
+                return Err(invalid(
+                    origin,
+                    "vhost_user.mode",
+                    "missing: \"client\" (QEMU serves the socket; the switch connects and reconnects, so it can restart under running VMs) or \"server\" (the switch creates the socket)",
+                ))
+            }
+        };
+        let queues = check_range(
+            origin,
+            "vhost_user.queues",
+            v.queues.unwrap_or(1),
+            VHOST_QUEUES_RANGE,
+            "the queue pairs offered to the guest",
+        )?;
+        if mode == VhostMode::Client && (v.socket_mode.is_some() || v.socket_group.is_some()) {
+            return Err(invalid(
+                origin,
+                if v.socket_mode.is_some() { "vhost_user.socket_mode" } else { "vhost_user.socket_group" },
+                "in client mode QEMU makes the socket: set its permissions there, or use mode = \"server\"",
+            ));
+        }
+        let socket_mode = v
+            .socket_mode
+            .map(|m| {
+                check_range(
+                    origin,
+                    "vhost_user.socket_mode",
+                    m,
+                    0..=0o777,
+                    "permission bits (write 0o660)",
+                )
+            })
+            .transpose()?;
+        let socket_group = match &v.socket_group {
+            None => None,
+            Some(toml::Value::Integer(gid)) => {
+                let gid = u32::try_from(*gid).map_err(|_| {
+                    invalid(
+                        origin,
+                        "vhost_user.socket_group",
+                        format!("{gid} is not a group id"),
+                    )
+                })?;
+                Some((gid, gid.to_string()))
+            }
+            Some(toml::Value::String(g)) => {
+                let group = nix::unistd::Group::from_name(g)
+                    .ok()
+                    .flatten()
+                    .ok_or_else(|| {
+                        invalid(
+                            origin,
+                            "vhost_user.socket_group",
+                            format!("no group named {g:?} on this host"),
+                        )
+                    })?;
+                Some((group.gid.as_raw(), g.clone()))
+            }
+            Some(other) => {
+                return Err(invalid(
+                    origin,
+                    "vhost_user.socket_group",
+                    format!("{other} is not a group: give its name (\"kvm\") or id"),
+                ))
+            }
+        };
+        Ok(VhostUser {
+            path,
+            mode,
+            queues,
+            socket_mode,
+            socket_group,
         })
     }
 }
@@ -1170,7 +1334,9 @@ impl Source {
     fn push_port(&mut self, name: &str, devargs: &str) {
         let mut t = toml::Table::new();
         t.insert("name".into(), toml::Value::String(name.to_owned()));
-        t.insert("devargs".into(), toml::Value::String(devargs.to_owned()));
+        if !devargs.is_empty() {
+            t.insert("devargs".into(), toml::Value::String(devargs.to_owned()));
+        }
         self.ports_mut().push(toml::Value::Table(t));
     }
 
@@ -1308,7 +1474,7 @@ mod tests {
     #[test]
     fn missing_devargs_is_named() {
         let e = err("[[ports]]\nname = \"vm1\"\n", &[]);
-        assert!(e.contains("missing field `devargs`"), "{e}");
+        assert!(e.contains("devargs") && e.contains("vhost_user"), "{e}");
         let e = err("[[ports]]\nname = \"vm1\"\ndevargs = \" \"\n", &[]);
         assert!(
             e.contains("ports[0]") && e.contains("devargs") && e.contains("vm1"),
@@ -1683,5 +1849,115 @@ mac = "02:00:00:00:00:01"
         src.set_port("c", "vlan", "0");
         let e = Config::from_source(&src, &running).unwrap_err().to_string();
         assert!(e.contains("\"c\"") && e.contains("vlan"), "{e}");
+    }
+
+    #[test]
+    fn vm_ports_from_vhost_user_and_their_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("vm1.sock");
+        let vm = |v: &str| format!("[[ports]]\nname = \"vm1\"\nvhost_user = {{ {v} }}\n");
+        let c = load(
+            &vm(&format!(
+                "path = \"{}\", mode = \"client\", queues = 2",
+                sock.display()
+            )),
+            &[],
+        )
+        .unwrap();
+        let p = &c.ports[0];
+        assert_eq!(
+            p.devargs,
+            format!("net_vhost_vm1,iface={},queues=2,client=1", sock.display())
+        );
+        let v = p.vhost().unwrap();
+        assert_eq!((v.mode, v.queues), (VhostMode::Client, 2));
+        let c = load(
+            &vm(&format!(
+                "path = \"{}\", mode = \"server\", socket_mode = 0o660, socket_group = 0",
+                sock.display()
+            )),
+            &[],
+        )
+        .unwrap();
+        let v = c.ports[0].vhost().unwrap();
+        assert_eq!(
+            (v.socket_mode, v.socket_group),
+            (Some(0o660), Some((0, "0".into())))
+        );
+        // The devargs form is a VM port too.
+        let c = load(
+            "[[ports]]\nname = \"vm2\"\ndevargs = \"net_vhost0,iface=/tmp/x.sock,client=1\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.ports[0].vhost().unwrap().mode, VhostMode::Client);
+
+        let path = sock.display().to_string();
+        for (v, field, says) in [
+            (
+                "mode = \"client\"".to_owned(),
+                "vhost_user.path",
+                "needs the socket",
+            ),
+            (
+                "path = \"vm1.sock\", mode = \"client\"".to_owned(),
+                "vhost_user.path",
+                "absolute",
+            ),
+            (
+                "path = \"/nonexistent-dir/vm1.sock\", mode = \"client\"".to_owned(),
+                "vhost_user.path",
+                "does not exist",
+            ),
+            (
+                format!("path = \"/{}.sock\", mode = \"client\"", "d".repeat(120)),
+                "vhost_user.path",
+                "at most 107",
+            ),
+            (format!("path = \"{path}\""), "vhost_user.mode", "missing"),
+            (
+                format!("path = \"{path}\", mode = \"both\""),
+                "vhost_user.mode",
+                "neither",
+            ),
+            (
+                format!("path = \"{path}\", mode = \"client\", queues = 0"),
+                "vhost_user.queues",
+                "1 to 64",
+            ),
+            (
+                format!("path = \"{path}\", mode = \"client\", queues = 65"),
+                "vhost_user.queues",
+                "1 to 64",
+            ),
+            (
+                format!("path = \"{path}\", mode = \"client\", socket_mode = 0o600"),
+                "vhost_user.socket_mode",
+                "QEMU makes the socket",
+            ),
+            (
+                format!("path = \"{path}\", mode = \"server\", socket_mode = 0o1777"),
+                "vhost_user.socket_mode",
+                "out of range",
+            ),
+            (
+                format!("path = \"{path}\", mode = \"server\", socket_group = \"no-such-group-x\""),
+                "vhost_user.socket_group",
+                "no group",
+            ),
+        ] {
+            let e = err(&vm(&v), &[]);
+            assert!(
+                e.contains(field) && e.contains(says) && e.contains("vm1"),
+                "{v}: {e}"
+            );
+        }
+        let e = err(
+            &format!(
+                "[[ports]]\nname = \"vm1\"\ndevargs = \"net_null0\"\nvhost_user = {{ path = \"{path}\", mode = \"client\" }}\n"
+            ),
+            &[],
+        );
+        assert!(e.contains("devargs") && e.contains("both"), "{e}");
     }
 }

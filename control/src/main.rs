@@ -12,6 +12,7 @@ mod report;
 mod runtime;
 mod sflow;
 mod switch;
+mod vhost;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

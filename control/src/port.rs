@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use dataplane::dpdk::{DpdkError, Mempool, Port, PortConfig, PortInfo};
+use dataplane::dpdk::{DpdkError, EventSender, Mempool, Port, PortConfig, PortInfo, VhostGuest};
 use dataplane::stats::{Counters, PortCounter};
 
 use crate::config::PortSpec;
+use crate::vhost::VhostUser;
 
 /// Per-lcore mbuf cache of a pool.
 pub const MEMPOOL_CACHE: u32 = 256;
@@ -33,6 +34,14 @@ pub enum PortError {
         /// DPDK's error.
         source: DpdkError,
     },
+    /// A VM port's socket could not be prepared.
+    #[error("port {name:?}: vhost_user.path: {message}")]
+    Vhost {
+        /// The port.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An mbuf pool could not be created.
     #[error("creating the mbuf pool: {0}. Are there enough hugepages (scripts/setup.sh), or is bridge.mbufs too large?")]
     Mempool(DpdkError),
@@ -53,6 +62,16 @@ pub struct SwitchPort {
     pub base: Counters,
     /// The mbuf pool of a port added at runtime (ports of the start share the switch's pool).
     pub own_pool: Option<Arc<Mempool>>,
+    /// A VM port (net_vhost): its socket, and its guest while one is connected.
+    pub vm: Option<VmPort>,
+}
+
+/// What the switch knows of a VM port's guest.
+pub struct VmPort {
+    /// The socket.
+    pub socket: VhostUser,
+    /// The guest connected now, and what it negotiated (None: no guest, link down).
+    pub guest: Option<VhostGuest>,
 }
 
 impl SwitchPort {
@@ -83,10 +102,18 @@ pub struct Probed {
 impl Probed {
     /// Creates the device of `spec` and chooses its queues for `nworkers` workers: one rx
     /// queue per worker unless the port says otherwise, one tx queue per worker, as far as the
-    /// device allows.
-    pub fn new(spec: PortSpec, nworkers: usize) -> Result<Probed, PortError> {
+    /// device allows. A VM port (net_vhost) gets every queue pair it offers, opened as its
+    /// guest enables them, and posts its link and queue events to `events`.
+    pub fn new(spec: PortSpec, nworkers: usize, events: &EventSender) -> Result<Probed, PortError> {
         let workers_u16 = u16::try_from(nworkers).unwrap_or(u16::MAX);
-        let port = Port::probe(&spec.devargs).map_err(|source| PortError::Probe {
+        let vhost = spec.vhost();
+        if let Some(v) = &vhost {
+            v.clear_stale_socket().map_err(|message| PortError::Vhost {
+                name: spec.name.clone(),
+                message,
+            })?;
+        }
+        let mut port = Port::probe(&spec.devargs).map_err(|source| PortError::Probe {
             name: spec.name.clone(),
             devargs: spec.devargs.clone(),
             source,
@@ -95,6 +122,31 @@ impl Probed {
             name: spec.name.clone(),
             source,
         })?;
+        if info.driver == "net_vhost" {
+            // The guest's queue pairs: all polled (it may use any it enables) and sent on.
+            port.gate_queues();
+            port.watch_events(events.clone())
+                .map_err(|source| PortError::Setup {
+                    name: spec.name.clone(),
+                    source,
+                })?;
+            let queues = PortConfig {
+                rx_queues: spec
+                    .rx_queues
+                    .unwrap_or(info.max_rx_queues)
+                    .min(info.max_rx_queues)
+                    .max(1),
+                tx_queues: info.max_tx_queues.max(1),
+                rx_desc: spec.rx_desc,
+                tx_desc: spec.tx_desc,
+            };
+            return Ok(Probed {
+                spec,
+                port,
+                info,
+                queues,
+            });
+        }
         let mut txq = workers_u16.min(info.max_tx_queues).max(1);
         let mut rxq = spec
             .rx_queues
@@ -144,6 +196,20 @@ impl Probed {
             source: e,
         };
         let applied = port.configure(queues, Arc::clone(pool)).map_err(setup)?;
+        // A server-mode VM port's socket exists now: its permissions, for QEMU.
+        let vm = match spec.vhost().filter(|_| info.driver == "net_vhost") {
+            Some(socket) => {
+                socket.secure_socket().map_err(|message| PortError::Vhost {
+                    name: spec.name.clone(),
+                    message,
+                })?;
+                Some(VmPort {
+                    socket,
+                    guest: None,
+                })
+            }
+            None => None,
+        };
         port.start().map_err(setup)?;
         let link = port.link();
         log::info!(
@@ -165,6 +231,7 @@ impl Probed {
             queues: applied,
             base: Counters::default(),
             own_pool: None,
+            vm,
         })
     }
 }

@@ -86,6 +86,49 @@ pub struct PortReport {
     pub device: PortStats,
     /// The driver's extended counters (`rte_eth_xstats_get`), by name.
     pub xstats: BTreeMap<String, u64>,
+    /// A VM port's socket and guest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<VhostReport>,
+}
+
+/// A VM port (vhost-user), as `port/show` and the stats show it.
+#[derive(Debug, Serialize)]
+pub struct VhostReport {
+    /// The socket.
+    pub socket: String,
+    /// "client" or "server".
+    pub mode: &'static str,
+    /// Queue pairs offered.
+    pub queues: u16,
+    /// A guest is connected (the link is up).
+    pub connected: bool,
+    /// Queue pairs the guest set up.
+    pub guest_queues: u16,
+    /// Rx queues the guest enabled (it sends on them).
+    pub rx_enabled: Vec<u16>,
+    /// Tx queues the guest enabled (it receives on them).
+    pub tx_enabled: Vec<u16>,
+    /// The virtio features it negotiated, by name.
+    pub features: Vec<&'static str>,
+}
+
+impl VhostReport {
+    fn of(sp: &SwitchPort) -> Option<VhostReport> {
+        let vm = sp.vm.as_ref()?;
+        let q = sp.port.enabled_queues().unwrap_or_default();
+        Some(VhostReport {
+            socket: vm.socket.path.display().to_string(),
+            mode: vm.socket.mode.name(),
+            queues: vm.socket.queues,
+            connected: vm.guest.is_some(),
+            guest_queues: vm.guest.map_or(0, |g| g.vrings / 2),
+            rx_enabled: q.rx,
+            tx_enabled: q.tx,
+            features: vm
+                .guest
+                .map_or_else(Vec::new, |g| crate::vhost::feature_names(g.features)),
+        })
+    }
 }
 
 /// One worker.
@@ -279,6 +322,7 @@ pub fn build(i: Inputs<'_>) -> Report {
                 if_index: sp.spec.if_index,
                 device: d,
                 xstats: sp.port.xstats().unwrap_or_default().into_iter().collect(),
+                vhost: VhostReport::of(sp),
             }
         })
         .collect();

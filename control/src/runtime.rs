@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::dpdk::{Mempool, RingConsumer};
+use dataplane::dpdk::{EventSender, Mempool, PortEvent, RingConsumer};
 use dataplane::fdb::Fdb;
 use dataplane::sample::{SampleRecord, Sampler};
 use dataplane::stats::{Counters, WorkerStats};
@@ -92,6 +92,8 @@ pub struct Parts {
     pub source: Source,
     /// Seeds the samplers, so that runs do not repeat each other's skips.
     pub run_seed: u64,
+    /// Where the ports' drivers post link and queue events, and where they are read.
+    pub events: (EventSender, crossbeam_channel::Receiver<PortEvent>),
 }
 
 /// The running switch, as the control thread holds it: ports, table, snapshot, the workers'
@@ -125,6 +127,7 @@ pub struct Runtime {
     run_seed: u64,
     pool_seq: u32,
     last_age_pass: u32,
+    events: (EventSender, crossbeam_channel::Receiver<PortEvent>),
     /// Entries aged out so far.
     pub aged: u64,
     /// When the workers started.
@@ -163,6 +166,7 @@ impl Runtime {
             run_seed: p.run_seed,
             pool_seq: 0,
             last_age_pass: 0,
+            events: p.events,
             aged: 0,
             started: Instant::now(),
         }
@@ -241,6 +245,9 @@ impl Runtime {
             if !p.spec.enabled || self.bpdu_shut.contains(&p.spec.name) {
                 view = view.with_port_enabled(p.id(), false);
             }
+            if p.vm.as_ref().is_some_and(|vm| vm.guest.is_none()) {
+                view = view.with_port_link(p.id(), false);
+            }
         }
         self.bridge.store(Arc::new(view));
     }
@@ -306,7 +313,7 @@ impl Runtime {
     /// Brings up a port while the others forward: its own pool, its queues handed to the
     /// workers, acknowledged before any frame is sent to it.
     fn add_port(&mut self, spec: PortSpec, position: usize) -> Result<(), ChangeError> {
-        let probed = Probed::new(spec, self.nworkers)?;
+        let probed = Probed::new(spec, self.nworkers, &self.events.0)?;
         let n =
             probed.mbufs() + (self.nworkers as u64 + 1) * u64::from(MEMPOOL_CACHE) * 3 / 2 + 2048;
         self.pool_seq += 1;
@@ -343,6 +350,8 @@ impl Runtime {
         let name = sp.spec.name.clone();
         self.ports.insert(position.min(self.ports.len()), sp);
         self.wait_applied()?;
+        // A VM port whose guest was already waiting (client mode) is up at once.
+        self.on_link(id);
         self.publish_view(None);
         for q in rx {
             let w = (position + usize::from(q.queue())) % self.nworkers;
@@ -538,9 +547,98 @@ impl Runtime {
         self.apply(source)
     }
 
+    /// Takes the link and queue events the ports' drivers posted: a guest that connected or
+    /// went away, queues it enabled or disabled.
+    fn on_port_events(&mut self) {
+        let mut links = Vec::new();
+        while let Ok(ev) = self.events.1.try_recv() {
+            match ev {
+                PortEvent::Link(id) => links.push(id.0),
+                PortEvent::QueueState(id) => self.on_queues(id.0),
+            }
+        }
+        links.dedup();
+        let changed = links.into_iter().fold(false, |c, id| self.on_link(id) | c);
+        if changed {
+            self.publish_view(None);
+        }
+    }
+
+    /// Opens and closes a VM port's queues as its guest enabled or disabled them.
+    fn on_queues(&mut self, id: u16) {
+        let Some(sp) = self.ports.iter().find(|p| p.id() == id) else {
+            return;
+        };
+        for ev in sp.port.vhost_queue_events() {
+            sp.port.set_queue_enabled(ev.rx, ev.queue, ev.enable);
+            log::info!(
+                "port {}: guest {} {} queue {}",
+                sp.spec.name,
+                if ev.enable { "enabled" } else { "disabled" },
+                if ev.rx { "rx" } else { "tx" },
+                ev.queue
+            );
+        }
+    }
+
+    /// Follows a VM port's link: when its guest connects, logs what it negotiated; when it
+    /// goes, closes its queues and flushes the addresses learned on it (so that traffic to
+    /// them floods rather than going into a hole). True when the link changed (the snapshot
+    /// must follow).
+    pub fn on_link(&mut self, id: u16) -> bool {
+        let Some(i) = self.ports.iter().position(|p| p.id() == id) else {
+            return false;
+        };
+        let up = self.ports[i].port.link().up;
+        let guest = if up {
+            self.ports[i].port.vhost_guest()
+        } else {
+            None
+        };
+        let sp = &mut self.ports[i];
+        let Some(vm) = sp.vm.as_mut() else {
+            return false;
+        };
+        if vm.guest.is_some() == guest.is_some() {
+            return false;
+        }
+        vm.guest = guest;
+        match guest {
+            Some(g) => {
+                let name = sp.spec.name.clone();
+                let (path, mode, offered) = (
+                    vm.socket.path.display().to_string(),
+                    vm.socket.mode.name(),
+                    vm.socket.queues,
+                );
+                self.on_queues(id);
+                let enabled = self.ports[i].port.enabled_queues().unwrap_or_default();
+                log::info!(
+                    "port {name}: guest connected on {path} ({mode} mode): {} of {offered} queue pairs set up, rx queues {:?} and tx queues {:?} enabled; features: {}",
+                    g.vrings / 2,
+                    enabled.rx,
+                    enabled.tx,
+                    crate::vhost::feature_names(g.features).join(" ")
+                );
+            }
+            None => {
+                sp.port.close_queues();
+                let gone = self.fdb.flush(Some(id));
+                log::info!(
+                    "port {}: guest gone from {}: link down, {gone} learned addresses flushed",
+                    sp.spec.name,
+                    vm.socket.path.display()
+                );
+            }
+        }
+        true
+    }
+
     /// The control thread's periodic work, every tick: the table's clock and aging, sample
-    /// records into sFlow datagrams and counter samples, MAC move reports, BPDU shutdowns.
+    /// records into sFlow datagrams and counter samples, MAC move reports, BPDU shutdowns,
+    /// VM ports' guests coming and going.
     pub fn tick(&mut self) {
+        self.on_port_events();
         let now = u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX);
         self.fdb.set_now(now);
         let totals = self.totals();

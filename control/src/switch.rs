@@ -138,7 +138,11 @@ pub fn run(
     opts: &RunOptions,
 ) -> Result<Report, SwitchError> {
     let signals = StopSignals::install()?;
-    let eal = Eal::init(eal_args).map_err(SwitchError::Eal)?;
+    // The vhost library logs every vhost-user message at INFO (some 160 lines a guest
+    // connection): quieter unless the EAL arguments ask for it (a later --log-level wins).
+    let mut args = vec!["--log-level=lib.vhost.config:notice".to_owned()];
+    args.extend_from_slice(eal_args);
+    let eal = Eal::init(&args).map_err(SwitchError::Eal)?;
     signals.unblock_here()?;
     log::info!(
         "{} (built against {}), control on lcore {}, workers on lcores {:?}",
@@ -168,9 +172,10 @@ fn run_with_eal(
     let nworkers = lcores.len();
 
     // Probe every port first: the pool is sized from their queues.
+    let events = crossbeam_channel::unbounded();
     let mut probed = Vec::with_capacity(config.ports.len());
     for spec in &config.ports {
-        probed.push(Probed::new(spec.clone(), nworkers)?);
+        probed.push(Probed::new(spec.clone(), nworkers, &events.0)?);
     }
     let pool_size = match config.bridge.mbufs {
         Some(n) => n,
@@ -289,8 +294,14 @@ fn run_with_eal(
         config: config.clone(),
         source,
         run_seed: started_seed(),
+        events,
     });
-    // Before the workers start: the snapshot, the samplers and the sFlow agent.
+    // Before the workers start: VM ports whose guests are there already, the snapshot, the
+    // samplers and the sFlow agent.
+    let ids: Vec<u16> = rt.ports.iter().map(SwitchPort::id).collect();
+    for id in ids {
+        rt.on_link(id);
+    }
     rt.publish_view(None);
     for sp in &rt.ports {
         let rate = rt.sampling_rate_of(&sp.spec);

@@ -55,11 +55,14 @@ pub enum DropReason {
     /// Longer than the egress port's device sends (its MTU): refused there, dropped for that
     /// port only (a bridge cannot fragment).
     EgressOversize,
+    /// The egress port's link is down: a VM port with no guest connected (or with no queue
+    /// enabled). Floods leave such a port out; this counts what was sent to it alone.
+    LinkDown,
 }
 
 impl DropReason {
     /// Number of reasons (the counter array length).
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
 
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -83,6 +86,7 @@ impl DropReason {
         DropReason::IngressPolicing,
         DropReason::EgressRateLimit,
         DropReason::EgressOversize,
+        DropReason::LinkDown,
     ];
 
     /// Stable name used in stats, logs and metrics.
@@ -108,6 +112,7 @@ impl DropReason {
             DropReason::IngressPolicing => "ingress_policing",
             DropReason::EgressRateLimit => "egress_rate_limit",
             DropReason::EgressOversize => "egress_oversize",
+            DropReason::LinkDown => "link_down",
         }
     }
 
@@ -140,6 +145,7 @@ impl DropReason {
             DropReason::IngressPolicing => 261,   // traffic_shaping
             DropReason::EgressRateLimit => 261,   // traffic_shaping
             DropReason::EgressOversize => 262,    // pkt_too_big
+            DropReason::LinkDown => 267,          // port_list_is_empty (none left that is up)
         }
     }
 }
@@ -400,6 +406,8 @@ pub struct BridgeView {
     uplink: Option<u16>,
     /// Ports that forward (configured and not shut down), one bit per port id.
     enabled: u64,
+    /// Ports whose link is down (a VM port without its guest), one bit per port id.
+    link_down: u64,
     ingress: [Ingress; MAX_BRIDGE_PORTS],
     /// Per port id: its configuration, if it is a port of the bridge.
     policies: Vec<Option<PortPolicy>>,
@@ -439,6 +447,7 @@ impl BridgeView {
             mode,
             uplink: None,
             enabled: 0,
+            link_down: 0,
             ingress: [Ingress::default(); MAX_BRIDGE_PORTS],
             policies: vec![None; MAX_BRIDGE_PORTS],
             allowed: vec![Vec::new(); MAX_BRIDGE_PORTS],
@@ -526,10 +535,31 @@ impl BridgeView {
     }
 
     fn refresh_live(&mut self) {
-        let enabled = self.enabled;
+        let forwarding = self.enabled & !self.link_down;
         for vp in self.vlans.iter_mut() {
-            vp.live = vp.members & enabled;
+            vp.live = vp.members & forwarding;
         }
+    }
+
+    /// The same view with `port`'s link down (or up again): a port whose link is down takes
+    /// no flood, and a frame for it alone is dropped as `link_down`.
+    pub fn with_port_link(&self, port: u16, up: bool) -> BridgeView {
+        let mut v = self.clone();
+        if usize::from(port) < MAX_BRIDGE_PORTS && v.policies[usize::from(port)].is_some() {
+            if up {
+                v.link_down &= !bit(port);
+            } else {
+                v.link_down |= bit(port);
+            }
+            v.refresh_live();
+        }
+        v
+    }
+
+    /// True when `port`'s link is down.
+    #[inline(always)]
+    pub fn is_link_down(&self, port: u16) -> bool {
+        self.link_down & bit(port) != 0
     }
 
     /// The same view with `port` shut down (or brought back).
@@ -946,6 +976,9 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
                 Action::Unicast(q)
             }
             Some(q) if !bridge.is_enabled(q) => Action::Drop(DropReason::PortDisabled),
+            Some(q) if bridge.is_link_down(q) && vp.members & bit(q) != 0 => {
+                Action::Drop(DropReason::LinkDown)
+            }
             Some(_) => Action::Drop(DropReason::EgressVlanFilter),
             None => {
                 return flood(
@@ -1038,6 +1071,9 @@ fn to_uplink(bridge: &BridgeView, p: &Prepared) -> (Action, bool) {
             Action::Unicast(u),
             p.form == u8::from(vp.untagged & bit(u) == 0),
         ),
+        Some(u) if bridge.is_link_down(u) && vp.members & bit(u) != 0 => {
+            (Action::Drop(DropReason::LinkDown), false)
+        }
         _ => (Action::Drop(DropReason::NoEgressPort), false),
     }
 }
@@ -1587,6 +1623,28 @@ mod tests {
             d(DropReason::IngressPolicing)
         );
         assert_eq!(fdb.port_len(1), 1);
+    }
+
+    #[test]
+    fn a_port_whose_link_is_down_takes_no_flood_and_its_unicasts_are_counted() {
+        let fdb = Fdb::new(64);
+        let b = bridge();
+        run_on(&b, &fdb, 1, &frame(BCAST, B));
+        let down = b.with_port_link(1, false);
+        assert!(down.is_link_down(1) && down.is_enabled(1));
+        assert_eq!(
+            run_on(&down, &fdb, 0, &frame(BCAST, A)),
+            Action::Flood(0b100),
+            "no flood to a port without a guest"
+        );
+        assert_eq!(
+            run_on(&down, &fdb, 0, &frame(B, A)),
+            Action::Drop(DropReason::LinkDown)
+        );
+        let up = down.with_port_link(1, true);
+        assert_eq!(up, b, "link up again: the view as before");
+        assert_eq!(run_on(&up, &fdb, 0, &frame(B, A)), Action::Unicast(1));
+        assert_eq!(DropReason::LinkDown.name(), "link_down");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl WorkerCounter {
 // The counts are kept by hand: a variant added without them fails to compile here.
 const _: () = assert!(WorkerCounter::FlowCacheHits as usize + 1 == WorkerCounter::COUNT);
 const _: () = assert!(PortCounter::BpduDropped as usize + 1 == PortCounter::COUNT);
-const _: () = assert!(DropReason::EgressOversize as usize + 1 == DropReason::COUNT);
+const _: () = assert!(DropReason::LinkDown as usize + 1 == DropReason::COUNT);
 
 /// Per-port counters, kept by every worker for every port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -339,11 +339,13 @@ impl Egress {
         if let Some(q) = self.tx[p].as_mut() {
             let out = q.flush(&mut self.batches[p]);
             c.port_add(p, PortCounter::TxPackets, out.sent as u64);
-            if out.too_big + out.refused != 0 {
-                let (big, full) = (out.too_big as u64, out.refused as u64);
-                c.port_add(p, PortCounter::TxDropped, big + full);
+            if out.too_big + out.refused + out.no_queue != 0 {
+                let (big, full, down) =
+                    (out.too_big as u64, out.refused as u64, out.no_queue as u64);
+                c.port_add(p, PortCounter::TxDropped, big + full + down);
                 c.drop_n(DropReason::EgressOversize, big);
                 c.drop_n(DropReason::TxFull, full);
+                c.drop_n(DropReason::LinkDown, down);
             }
         }
         self.dirty &= !(1 << p);
@@ -524,6 +526,10 @@ impl Worker {
             }
             let now = fdb.now();
             for q in rx.iter_mut() {
+                // A queue the port's peer has not enabled (a VM's unused queue pair).
+                if !q.is_enabled() {
+                    continue;
+                }
                 let n = q.rx_burst(&mut burst);
                 if n == 0 {
                     let t = tsc();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use serde_json::Value;
 
+pub mod guest;
 pub mod sflow;
 
 /// The pmdswitch binary under test: `$PMDSWITCH_BIN`, or the workspace's target directory of
@@ -949,4 +950,142 @@ pub fn assert_frames(what: &str, got: &[Vec<u8>], want: &[Vec<u8>]) {
     w.sort();
     assert_eq!(describe(&g), describe(&w), "{what}: frames");
     assert_eq!(g, w, "{what}: bytes");
+}
+
+/// `dpdk-testpmd` as a peer in a process of its own: one lcore for its main thread and one
+/// forwarding lcore, both on CPU 0 (the switch's worker keeps CPU 1 alone), never PCI, its own
+/// file prefix. Driven interactively (`-i`) through its stdin.
+pub struct Testpmd {
+    child: Option<Child>,
+    stdin: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    eal: Vec<String>,
+}
+
+impl Testpmd {
+    /// Starts testpmd with these `--vdev`s and application arguments (after `--`, besides
+    /// `-i`); returns once its prompt is up.
+    pub fn start(vdevs: &[String], app: &[&str]) -> Testpmd {
+        let eal = eal_args_with(&["--lcores", "0@0,1@0"]);
+        // Line-buffered: printf into a pipe would otherwise hold its lines back.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "dpdk-testpmd"])
+            .args(&eal)
+            .arg("--single-file-segments");
+        for v in vdevs {
+            cmd.arg("--vdev").arg(v);
+        }
+        cmd.arg("--")
+            .arg("-i")
+            .args(app)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn dpdk-testpmd (package dpdk)");
+        let stdin = child.stdin.take();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                let mut buf = Vec::new();
+                // testpmd's prompt ends without a newline: split on "> " too.
+                while r
+                    .read_until(b'\n', &mut buf)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    buf.clear();
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut t = Testpmd {
+            child: Some(child),
+            stdin,
+            lines: rx,
+            log: Vec::new(),
+            eal,
+        };
+        t.wait_for("Done", Duration::from_secs(30));
+        t
+    }
+
+    /// Sends one command line.
+    pub fn cmd(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("testpmd's stdin");
+        writeln!(stdin, "{line}").expect("write to testpmd");
+        stdin.flush().expect("flush testpmd's stdin");
+    }
+
+    /// Waits for a line containing `needle`; panics with what it printed after `timeout`.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        if self.log.iter().any(|l| l.contains(needle)) {
+            return;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let hit = l.contains(needle);
+                    self.log.push(l);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(_) => panic!(
+                    "testpmd printed no {needle:?} within {timeout:?}:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Quits (ports closed, pcap files written) and waits for the exit.
+    pub fn quit(mut self) {
+        self.cmd("quit");
+        drop(self.stdin.take());
+        self.reap(Duration::from_secs(20));
+    }
+
+    /// Kills it with SIGKILL, as a VM dies: its vhost-user connections drop at once.
+    pub fn kill(mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+        }
+        self.reap(Duration::from_secs(10));
+    }
+
+    fn reap(&mut self, timeout: Duration) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let t0 = Instant::now();
+        while c.try_wait().ok().flatten().is_none() {
+            if t0.elapsed() > timeout {
+                let _ = c.kill();
+                let _ = c.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        remove_runtime_dir(&self.eal);
+    }
+}
+
+impl Drop for Testpmd {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+        }
+        self.reap(Duration::from_secs(5));
+    }
 }

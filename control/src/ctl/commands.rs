@@ -102,7 +102,12 @@ impl Commands {
         c.register("sflow/show", "", 0..=0, sflow_show);
         c.register("config/show", "", 0..=0, config_show);
         c.register("coverage/show", "", 0..=0, coverage_show);
-        c.register("port/add", "NAME DEVARGS [KEY=VALUE...]", 2..=64, port_add);
+        c.register(
+            "port/add",
+            "NAME [DEVARGS] [KEY=VALUE...]",
+            2..=64,
+            port_add,
+        );
         c.register("port/del", "NAME", 1..=1, port_del);
         c.register("port/set", "NAME KEY=VALUE...", 2..=64, port_set);
         c.register("bridge/set", "KEY=VALUE...", 1..=64, bridge_set);
@@ -484,6 +489,26 @@ fn port_show(c: &mut Call<'_, '_>) -> Outcome {
             p.rx_missed, p.rx_errors, p.rx_nombuf, p.tx_errors,
             p.if_index, p.samples_taken, p.samples_lost
         );
+        if let Some(v) = &p.vhost {
+            let _ = writeln!(
+                s,
+                "  vhost-user: {} ({}), {} queue pairs offered; {}",
+                v.socket,
+                v.mode,
+                v.queues,
+                if v.connected {
+                    format!(
+                        "guest connected: {} set up, rx queues enabled {:?}, tx queues enabled {:?}, features {}",
+                        v.guest_queues,
+                        v.rx_enabled,
+                        v.tx_enabled,
+                        v.features.join(" ")
+                    )
+                } else {
+                    "no guest".to_owned()
+                }
+            );
+        }
         // The driver's own counters, those that moved (a driver may have dozens).
         let moved: Vec<String> = p
             .xstats
@@ -727,10 +752,24 @@ fn apply_source(
     Ok(done.join("\n") + "\n")
 }
 
+/// True when `arg` is a `KEY=VALUE` setting (`vlan=10`, `vhost_user.path=/x`), not DEVARGS
+/// (`net_tap0,iface=vm1` has a comma before its first `=`; `net_null0` has none).
+fn is_setting(arg: &str) -> bool {
+    arg.split_once('=').is_some_and(|(k, _)| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    })
+}
+
 fn port_add(c: &mut Call<'_, '_>) -> Outcome {
     let name = c.args[0].clone();
-    let devargs = c.args[1].clone();
-    let kv: Vec<(String, String)> = key_values(&c.args[2..])?
+    // DEVARGS may be left out when the settings make the device (vhost_user.*).
+    let (devargs, settings) = match c.args.get(1) {
+        Some(a) if !is_setting(a) => (a.clone(), &c.args[2..]),
+        _ => (String::new(), &c.args[1..]),
+    };
+    let kv: Vec<(String, String)> = key_values(settings)?
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
@@ -866,4 +905,24 @@ fn fdb_moves_show(c: &mut Call<'_, '_>) -> Outcome {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_setting;
+
+    #[test]
+    fn settings_are_told_from_devargs() {
+        for a in [
+            "vlan=10",
+            "vhost_user.path=/run/vm1.sock",
+            "trunks=[10,20]",
+            "vlan=",
+        ] {
+            assert!(is_setting(a), "{a}");
+        }
+        for a in ["net_tap0,iface=vm1", "net_null0", "0000:3b:02.0", "=x"] {
+            assert!(!is_setting(a), "{a}");
+        }
+    }
 }

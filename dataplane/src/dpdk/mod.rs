@@ -6,6 +6,7 @@
 //! thread gets back once every worker has dropped its queue handles.
 
 mod eal;
+mod events;
 mod mbuf;
 mod mempool;
 mod meter;
@@ -13,10 +14,14 @@ mod port;
 mod ring;
 
 pub use eal::{tsc, tsc_hz, Eal, LcoreId};
+pub use events::{EventSender, PortEvent};
 pub use mbuf::{Burst, BurstDrain, Mbuf, TxBatch, BURST_SIZE};
 pub use mempool::Mempool;
 pub use meter::RateMeter;
-pub use port::{Link, Port, PortConfig, PortId, PortInfo, PortStats, RxQueue, TxOutcome, TxQueue};
+pub use port::{
+    EnabledQueues, Link, Port, PortConfig, PortId, PortInfo, PortStats, QueueEvent, RxQueue,
+    TxOutcome, TxQueue, VhostGuest,
+};
 pub use ring::{spsc_ring, RingConsumer, RingProducer};
 
 use std::ffi::CStr;
@@ -31,6 +36,7 @@ pub(crate) const EINVAL: i32 = 22;
 pub(crate) const ENODEV: i32 = 19;
 pub(crate) const EBUSY: i32 = 16;
 pub(crate) const EALREADY: i32 = 114;
+pub(crate) const EAGAIN: i32 = 11;
 pub(crate) const ENOENT: i32 = 2;
 /// What DPDK returns for an operation the driver does not support (-ENOTSUP).
 pub(crate) const ENOTSUP: i32 = 95;

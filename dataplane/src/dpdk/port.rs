@@ -2,11 +2,12 @@
 
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 
 use dpdk_sys as sys;
 
+use super::events::{self, EventSender, Watch};
 use super::mbuf::{Burst, TxBatch, BURST_SIZE};
 use super::{DpdkError, Mempool};
 
@@ -92,6 +93,87 @@ struct PortInner {
     id: PortId,
 }
 
+/// "No queue": a tx user whose port has no queue enabled.
+const NO_QUEUE: u16 = u16::MAX;
+
+/// Which queues of a port its peer uses, for a port whose peer enables queues itself (a
+/// vhost-user guest runs as many queue pairs as it wants, and may change that at any time).
+/// The control thread sets them from queue-state events; workers poll only enabled rx queues
+/// and send only on enabled tx queues, spread over them.
+struct Gates {
+    rx_on: Box<[AtomicBool]>,
+    tx_on: Box<[AtomicBool]>,
+    /// Per tx user (worker): the queue it sends on (NO_QUEUE: none enabled).
+    tx_of: Box<[AtomicU16]>,
+    /// Per tx queue: held by a user while it sends there (users may share a queue).
+    locks: Box<[AtomicBool]>,
+}
+
+impl Gates {
+    /// Gates of `rx` and `tx` queues, all closed, for `users` senders.
+    fn new(rx: u16, tx: u16, users: usize) -> Gates {
+        let flags = |n: usize| (0..n).map(|_| AtomicBool::new(false)).collect();
+        Gates {
+            rx_on: flags(usize::from(rx)),
+            tx_on: flags(usize::from(tx)),
+            tx_of: (0..users).map(|_| AtomicU16::new(NO_QUEUE)).collect(),
+            locks: flags(usize::from(tx)),
+        }
+    }
+
+    /// Spreads the users over the enabled tx queues: user u sends on the (u mod n)-th.
+    fn remap(&self) {
+        let on: Vec<u16> = (0..self.tx_on.len())
+            .filter(|&q| self.tx_on[q].load(Ordering::Relaxed))
+            .map(|q| q as u16)
+            .collect();
+        for (u, slot) in self.tx_of.iter().enumerate() {
+            let q = if on.is_empty() {
+                NO_QUEUE
+            } else {
+                on[u % on.len()]
+            };
+            slot.store(q, Ordering::Release);
+        }
+    }
+
+    fn enabled(flags: &[AtomicBool]) -> Vec<u16> {
+        (0..flags.len())
+            .filter(|&q| flags[q].load(Ordering::Relaxed))
+            .map(|q| q as u16)
+            .collect()
+    }
+}
+
+/// The queues a gated port's peer has enabled now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnabledQueues {
+    /// Rx queues polled.
+    pub rx: Vec<u16>,
+    /// Tx queues sent on.
+    pub tx: Vec<u16>,
+}
+
+/// What a vhost-user guest negotiated (`rte_vhost_get_negotiated_features`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VhostGuest {
+    /// The virtio feature bits agreed.
+    pub features: u64,
+    /// Virtqueues the guest set up (two per queue pair).
+    pub vrings: u16,
+}
+
+/// A queue a vhost-user guest enabled or disabled (`rte_eth_vhost_get_queue_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueEvent {
+    /// The port's queue index.
+    pub queue: u16,
+    /// An rx queue of the port (the guest's transmit side); else a tx queue.
+    pub rx: bool,
+    /// Enabled, or disabled.
+    pub enable: bool,
+}
+
 /// A probed ethdev port, owned by the control thread. Workers poll it through [`RxQueue`] and
 /// [`TxQueue`] handles; it can be stopped and closed only when no handle is left.
 pub struct Port {
@@ -104,6 +186,11 @@ pub struct Port {
     queues_handed_out: bool,
     // Rx queues hold mbufs of this pool: keep it alive until the port is closed.
     pool: Option<Arc<Mempool>>,
+    // Registered for link and queue events until closed.
+    watch: Option<Box<Watch>>,
+    // The peer enables the queues (vhost-user): see Gates.
+    gated: bool,
+    gates: Option<Arc<Gates>>,
 }
 
 // SAFETY: the raw rte_device pointer is only passed back to rte_dev_remove from the control
@@ -141,9 +228,94 @@ impl Port {
             closed: false,
             queues_handed_out: false,
             pool: None,
+            watch: None,
+            gated: false,
+            gates: None,
         };
         port.device = port.raw_info()?.device;
         Ok(port)
+    }
+
+    /// Posts the port's link and queue-state events to `tx` from now until it is closed.
+    /// Call before `configure`, so that no event of a peer that connects at once is missed.
+    pub fn watch_events(&mut self, tx: EventSender) -> Result<(), DpdkError> {
+        if self.watch.is_none() {
+            self.watch = Some(events::watch(self.id(), tx)?);
+        }
+        Ok(())
+    }
+
+    /// Makes the port's queues gated: closed until `set_queue_enabled` opens them, as its peer
+    /// enables them (a vhost-user guest). Call before `queues`.
+    pub fn gate_queues(&mut self) {
+        self.gated = true;
+    }
+
+    /// Opens or closes one queue of a gated port (nothing for another port).
+    pub fn set_queue_enabled(&self, rx: bool, queue: u16, enable: bool) {
+        let Some(g) = &self.gates else { return };
+        let flags = if rx { &g.rx_on } else { &g.tx_on };
+        if let Some(f) = flags.get(usize::from(queue)) {
+            f.store(enable, Ordering::Release);
+        }
+        if !rx {
+            g.remap();
+        }
+    }
+
+    /// Closes every queue of a gated port (its peer went away).
+    pub fn close_queues(&self) {
+        let Some(g) = &self.gates else { return };
+        for f in g.rx_on.iter().chain(g.tx_on.iter()) {
+            f.store(false, Ordering::Release);
+        }
+        g.remap();
+    }
+
+    /// The queues open now, for a gated port.
+    pub fn enabled_queues(&self) -> Option<EnabledQueues> {
+        let g = self.gates.as_ref()?;
+        Some(EnabledQueues {
+            rx: Gates::enabled(&g.rx_on),
+            tx: Gates::enabled(&g.tx_on),
+        })
+    }
+
+    /// Takes the queue changes a vhost-user guest made since the last call, oldest first
+    /// (empty for another driver).
+    pub fn vhost_queue_events(&self) -> Vec<QueueEvent> {
+        let mut out = Vec::new();
+        loop {
+            let mut ev = sys::rte_eth_vhost_queue_event::default();
+            // SAFETY: a valid port id and a writable event; net_vhost answers -1 for a port
+            // that is not its own or when no change is left.
+            if unsafe { sys::rte_eth_vhost_get_queue_event(self.id().0, &mut ev) } != 0 {
+                return out;
+            }
+            out.push(QueueEvent {
+                queue: ev.queue_id,
+                rx: ev.rx,
+                enable: ev.enable,
+            });
+        }
+    }
+
+    /// What the vhost-user guest on this port negotiated, while one is connected.
+    pub fn vhost_guest(&self) -> Option<VhostGuest> {
+        // SAFETY: a valid port id; -1 for a port with no guest (or not net_vhost).
+        let vid = unsafe { sys::rte_eth_vhost_get_vid_from_port_id(self.id().0) };
+        if vid < 0 {
+            return None;
+        }
+        let mut features = 0u64;
+        // SAFETY: vid came from net_vhost just now; features is writable. A guest gone in
+        // between is answered with an error, not a crash.
+        if unsafe { sys::rte_vhost_get_negotiated_features(vid, &mut features) } != 0 {
+            return None;
+        }
+        // SAFETY: as above; 0 for a device gone.
+        let vrings = unsafe { sys::rte_vhost_get_vring_num(vid) };
+        Some(VhostGuest { features, vrings })
     }
 
     /// The ethdev port id.
@@ -308,10 +480,15 @@ impl Port {
             message: "the port has no mempool".into(),
         })?;
         self.queues_handed_out = true;
+        let gates = self
+            .gated
+            .then(|| Arc::new(Gates::new(cfg.rx_queues, cfg.tx_queues, tx_users)));
+        self.gates = gates.clone();
         let rx = (0..cfg.rx_queues)
             .map(|q| RxQueue {
                 port: Arc::clone(&self.inner),
                 queue: q,
+                gates: gates.clone(),
                 _pool: Arc::clone(&pool),
             })
             .collect();
@@ -328,6 +505,7 @@ impl Port {
                 queue: u16::try_from(u % ntx).expect("queue index fits u16"),
                 lock: shared.then(|| Arc::clone(&locks[u % ntx])),
                 max_frame,
+                gates: gates.clone().map(|g| (g, u)),
                 _pool: Arc::clone(&pool),
             })
             .collect();
@@ -453,6 +631,9 @@ impl Port {
         }
         let id = self.id().0;
         self.closed = true;
+        if let Some(w) = self.watch.take() {
+            events::unwatch(w);
+        }
         if self.started {
             // SAFETY: no queue handle is left, so nothing polls the port while it stops.
             let ret = unsafe { sys::rte_eth_dev_stop(id) };
@@ -550,6 +731,7 @@ fn find_port(devargs_c: &CStr, devargs: &str) -> Option<PortId> {
 pub struct RxQueue {
     port: Arc<PortInner>,
     queue: u16,
+    gates: Option<Arc<Gates>>,
     // The queue's ring holds mbufs of this pool: it must outlive the handle.
     _pool: Arc<Mempool>,
 }
@@ -563,6 +745,16 @@ impl RxQueue {
     /// The queue index.
     pub fn queue(&self) -> u16 {
         self.queue
+    }
+
+    /// False while the port's peer has this queue disabled (a gated port): nothing to poll.
+    #[inline(always)]
+    pub fn is_enabled(&self) -> bool {
+        self.gates.as_ref().is_none_or(|g| {
+            g.rx_on
+                .get(usize::from(self.queue))
+                .is_some_and(|f| f.load(Ordering::Relaxed))
+        })
     }
 
     /// Receives up to [`BURST_SIZE`] packets into the empty `burst`; returns how many.
@@ -593,6 +785,8 @@ pub struct TxQueue {
     queue: u16,
     lock: Option<Arc<AtomicBool>>,
     max_frame: u32,
+    // A gated port's queue map, and which user (worker) this handle is.
+    gates: Option<(Arc<Gates>, usize)>,
     // Sent mbufs may sit in the tx ring until the device is done with them.
     _pool: Arc<Mempool>,
 }
@@ -629,7 +823,22 @@ impl TxQueue {
         if batch.is_empty() {
             return out;
         }
-        if let Some(l) = &self.lock {
+        // A gated port: the queue its peer enables for this user now, under that queue's
+        // lock (users may share it, and the map changes while they send).
+        let (queue, lock) = match &self.gates {
+            None => (self.queue, self.lock.as_deref()),
+            Some((g, user)) => {
+                let q = g.tx_of[*user].load(Ordering::Acquire);
+                if q == NO_QUEUE {
+                    out.no_queue = batch.discard();
+                    return out;
+                }
+                // One user alone never shares a queue.
+                let shared = g.tx_of.len() > 1;
+                (q, g.locks.get(usize::from(q)).filter(|_| shared))
+            }
+        };
+        if let Some(l) = lock {
             while l
                 .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
@@ -643,7 +852,7 @@ impl TxQueue {
             // used by this worker alone (owned, or under its lock); the batch holds `n` valid
             // mbufs and DPDK takes ownership of the first `sent`, which `forget_sent` forgets.
             let sent =
-                unsafe { sys::rte_eth_tx_burst(self.port.id.0, self.queue, batch.as_mut_ptr(), n) };
+                unsafe { sys::rte_eth_tx_burst(self.port.id.0, queue, batch.as_mut_ptr(), n) };
             out.sent += batch.forget_sent(usize::from(sent));
             match batch.first() {
                 None => break,
@@ -657,7 +866,7 @@ impl TxQueue {
                 }
             }
         }
-        if let Some(l) = &self.lock {
+        if let Some(l) = lock {
             l.store(false, Ordering::Release);
         }
         out
@@ -673,4 +882,6 @@ pub struct TxOutcome {
     pub too_big: usize,
     /// Other frames the queue did not take (full), freed.
     pub refused: usize,
+    /// Frames with no queue to go to: the port's peer has none enabled (freed).
+    pub no_queue: usize,
 }
