@@ -14,6 +14,16 @@ learned first. Each figure is the median of --runs
 alternating runs, measured over the steady state. Also: iperf3 TCP between two namespaces on
 net_tap ports (pmdswitch and testpmd io), and pmdswitch's resident memory and hugepage use.
 
+The VM leg (--only vm): two vhost-user ports and ONE peer process, testpmd with two
+net_virtio_user ports on CPU 0 playing both VMs (mac forwarding, each port's peer the other's
+MAC, the loop filled by `start tx_first 64`); the forwarding core alone on CPU 1. The loop is
+bound by the peer, so the figure that compares the switches is the forwarding core's cycles per
+frame, at 64 and 1518 bytes on the wire: pmdswitch's own counters, testpmd io between the same
+two vhost ports with --record-core-cycles (the ceiling), OVS-DPDK's avg processing cycles per
+packet (dpdkvhostuser ports, NORMAL action, PMD on CPU 1). The loop crosses the two CPUs for
+every frame, so its figures move with where the host runs them (seen here: 150-165 cycles in
+one placement, twice that in another); alternating runs keep the three in the same one.
+
 Prints one table; writes it as JSON and as a PNG bar chart into --out.
 Run as root after scripts/setup.sh --bench, with the release binary built (scripts/bench.sh).
 """
@@ -269,6 +279,156 @@ def start_testpmd_taps(ifs):
     return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+class VmPeer:
+    """The "VMs" of the VM leg: ONE testpmd (the only busy poller on CPU 0 besides the switch's
+    mostly sleeping control thread) with two net_virtio_user ports on the switch's two
+    vhost-user sockets, mac forwarding with each port's peer set to the other's MAC, so that
+    frames go round through the switch in both directions and no address ever moves; the loop
+    is filled with 64 bursts (`start tx_first 64`)."""
+
+    MACS = ["02:00:00:00:00:a0", "02:00:00:00:00:a1"]
+
+    def __init__(self, socks, size):
+        args = ["stdbuf", "-oL", "dpdk-testpmd", "--lcores", "0@0,1@0", "--single-file-segments"] + EAL
+        args += ["--file-prefix", f"bench-peer-{os.getpid()}"]
+        for i, (sock, m) in enumerate(zip(socks, self.MACS)):
+            args += ["--vdev", f"net_virtio_user{i},path={sock},queues=1,mac={m}"]
+        args += ["--", "-i", "--forward-mode=mac", f"--eth-peer=0,{self.MACS[1]}",
+                 f"--eth-peer=1,{self.MACS[0]}", f"--txpkts={size}", "--no-lsc-interrupt"]
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, text=True)
+
+    def cmd(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def stop(self):
+        try:
+            self.cmd("quit")
+            self.p.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.p.kill()
+            self.p.wait()
+
+
+def wait_path(path, timeout=30):
+    t0 = time.time()
+    while not os.path.exists(path):
+        if time.time() - t0 > timeout:
+            raise RuntimeError(f"{path} did not appear")
+        time.sleep(0.05)
+
+
+def vm_pmdswitch(size, secs):
+    """The VM leg with pmdswitch: two server-mode VM ports; the forwarding core's cycles per
+    frame over the steady state (pmd/stats-show after pmd/stats-clear) and the loop's Mpps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        socks = [os.path.join(tmp, f"vm{i}.sock") for i in range(2)]
+        cfg = os.path.join(tmp, "vm.toml")
+        with open(cfg, "w") as f:
+            for i, sock in enumerate(socks):
+                f.write(f'[[ports]]\nname = "vm{i}"\nvhost_user = {{ path = "{sock}", mode = "server" }}\n')
+        ctl = os.path.join(tmp, "ctl.sock")
+        sw = subprocess.Popen([BIN, "run", "--config", cfg, "--ctl", ctl, "--stats-interval", "0", "--"]
+                              + eal("swvm"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_path(ctl)
+            peer = VmPeer(socks, size)
+            try:
+                time.sleep(2)
+                peer.cmd("start tx_first 64")
+                time.sleep(2)
+                sh(f"{BIN} ctl --socket {ctl} pmd/stats-clear")
+                time.sleep(secs)
+                st = json.loads(sh(f"{BIN} ctl --socket {ctl} --json pmd/stats-show").stdout)["pmds"][0]
+            finally:
+                peer.stop()
+        finally:
+            sw.send_signal(signal.SIGINT)
+            sw.wait(timeout=30)
+    pkts = st["packets"]
+    return {"mpps": pkts / secs / 1e6,
+            "cycles_per_packet": st["busy_cycles"] / pkts if pkts else None}
+
+
+def vm_testpmd(size, secs):
+    """The ceiling: testpmd io between two net_vhost ports, its forwarding lcore alone on CPU 1,
+    with --record-core-cycles."""
+    with tempfile.TemporaryDirectory() as tmp:
+        socks = [os.path.join(tmp, f"vm{i}.sock") for i in range(2)]
+        args = ["stdbuf", "-oL", "dpdk-testpmd", "--lcores", "0@0,1@1"] + EAL
+        args += ["--file-prefix", f"bench-tpvm-{os.getpid()}"]
+        for i, sock in enumerate(socks):
+            args += ["--vdev", f"net_vhost{i},iface={sock},queues=1"]
+        args += ["--", "-i", "--forward-mode=io", "--record-core-cycles", "--no-lsc-interrupt"]
+        io = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+
+        def cmd(line):
+            io.stdin.write(line + "\n")
+            io.stdin.flush()
+        try:
+            for s_ in socks:
+                wait_path(s_)
+            peer = VmPeer(socks, size)
+            try:
+                time.sleep(2)
+                cmd("start")
+                peer.cmd("start tx_first 64")
+                time.sleep(2)
+                cmd("stop")
+                cmd("start")
+                time.sleep(secs)
+                cmd("stop")
+                time.sleep(1)
+            finally:
+                peer.stop()
+            cmd("quit")
+            out, _ = io.communicate(timeout=30)
+        finally:
+            if io.poll() is None:
+                io.kill()
+    # The second "stop" holds the measured period's figures.
+    cpp = [float(x) for x in re.findall(r"CPU cycles/packet=([0-9.]+)", out)]
+    rx = [int(x) for x in re.findall(r"Accumulated forward statistics for all ports\+*\s+RX-packets: (\d+)", out)]
+    return {"mpps": rx[-1] / secs / 1e6 if rx else None, "cycles_per_packet": cpp[-1] if cpp else None}
+
+
+def vm_ovs(ovs, size, secs):
+    """Open vSwitch with DPDK: two dpdkvhostuser ports (OVS makes the sockets), NORMAL action,
+    its PMD on CPU 1; avg processing cycles per packet from pmd-stats-show."""
+    ovs.start()
+    try:
+        sh("ovs-vsctl --if-exists del-br br0")
+        sh("ovs-vsctl add-br br0 -- set bridge br0 datapath_type=netdev")
+        socks = []
+        for i in range(2):
+            sh(f"ovs-vsctl add-port br0 vhu{i} -- set Interface vhu{i} type=dpdkvhostuser")
+            socks.append(f"/var/run/openvswitch/vhu{i}")
+        for s_ in socks:
+            wait_path(s_)
+        peer = VmPeer(socks, size)
+        try:
+            time.sleep(2)
+            peer.cmd("start tx_first 64")
+            time.sleep(2)
+            sh("ovs-appctl dpif-netdev/pmd-stats-clear")
+            time.sleep(secs)
+            out = sh("ovs-appctl dpif-netdev/pmd-stats-show").stdout
+        finally:
+            peer.stop()
+        sh("ovs-vsctl del-br br0")
+    finally:
+        ovs.stop()
+    pkts = sum(int(x) for x in re.findall(r"packets received: (\d+)", out))
+    cpp = re.findall(r"avg processing cycles per packet: ([0-9.]+)", out)
+    return {"mpps": pkts / secs / 1e6, "cycles_per_packet": float(cpp[0]) if cpp else None}
+
+
+def fmt_opt(v, spec=".0f"):
+    return "-" if v is None else format(v, spec)
+
+
 def med(runs, key):
     vals = [r[key] for r in runs if r.get(key) is not None]
     return statistics.median(vals) if vals else None
@@ -318,7 +478,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per figure (median)")
     ap.add_argument("--secs", type=int, default=5, help="seconds per run")
-    ap.add_argument("--only", choices=["pcap", "tcp"], help="run one kind of measurement")
+    ap.add_argument("--only", choices=["pcap", "vm", "tcp"], help="run one kind of measurement")
     ap.add_argument("--setups", type=int, default=len(SETUPS), help="run the first N pcap setups")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="where bench.json and bench.png go")
     a = ap.parse_args()
@@ -381,6 +541,29 @@ def main():
                     rows.append(row)
         finally:
             ovs.stop()
+    if a.only in (None, "vm"):
+        # Frame sizes on the wire (RFC 2544), FCS included: testpmd builds them 4 bytes shorter.
+        for size in (64, 1518):
+            sw, tp, ov = [], [], []
+            for r in range(a.runs):
+                sw.append(vm_pmdswitch(size - 4, a.secs))
+                tp.append(vm_testpmd(size - 4, a.secs))
+                if ovs.ok:
+                    ov.append(vm_ovs(ovs, size - 4, a.secs))
+                print(f"  VM loop {size} B run {r + 1}: pmdswitch {sw[-1]['mpps']:.2f} Mpps"
+                      f" {fmt_opt(sw[-1]['cycles_per_packet'])} cycles/frame, testpmd io"
+                      f" {fmt_opt(tp[-1]['cycles_per_packet'])}"
+                      + (f", OVS-DPDK {fmt_opt(ov[-1]['cycles_per_packet'])}" if ov else ""), file=sys.stderr)
+            rows.append({
+                "setup": f"VM loop, 2 vhost-user ports, {size} B", "unit": "cyc/frame",
+                "pmdswitch": med(sw, "cycles_per_packet"),
+                "testpmd_io": med(tp, "cycles_per_packet"),
+                "ovs_dpdk": med(ov, "cycles_per_packet") if ov else None,
+                "loop_mpps": {"pmdswitch": med(sw, "mpps"), "testpmd_io": med(tp, "mpps"),
+                              "ovs_dpdk": med(ov, "mpps") if ov else None},
+                "note": "one testpmd on CPU 0 plays both VMs (mac fwd); the loop is bound by it, "
+                        "so forwarding cycles per frame compare the switches (lower is better)",
+            })
     if a.only in (None, "tcp"):
         sw, tp = [], []
         for r in range(a.runs):

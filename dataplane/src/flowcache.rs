@@ -292,11 +292,31 @@ impl FlowCache {
         nb_segs: u16,
         mtu: u32,
     ) -> Option<Hit> {
-        // Frames shorter than the Ethernet minimum are padded on the full path.
-        if nb_segs != 1 || pkt_len < MIN_FRAME_LEN || pkt_len > mtu + k.header_len() {
+        if !Self::takes(k, pkt_len, nb_segs, mtu) {
             return None;
         }
         self.get(slot, k)
+    }
+
+    /// Whether a frame of key `k` (its probe), `pkt_len` bytes in `nb_segs` segments, is one
+    /// the cache may decide on a bridge of `mtu` (see [`FlowCache::decided`]).
+    #[inline(always)]
+    pub fn fits(
+        &self,
+        pkt_len: u32,
+        nb_segs: u16,
+        mtu: u32,
+        probe: &Option<(FlowKey, Slot)>,
+    ) -> bool {
+        probe
+            .as_ref()
+            .is_some_and(|(k, _)| Self::takes(k, pkt_len, nb_segs, mtu))
+    }
+
+    #[inline(always)]
+    fn takes(k: &FlowKey, pkt_len: u32, nb_segs: u16, mtu: u32) -> bool {
+        // Frames shorter than the Ethernet minimum are padded on the full path.
+        nb_segs == 1 && pkt_len >= MIN_FRAME_LEN && pkt_len <= mtu + k.header_len()
     }
 
     /// Caches `hit` for `k`, decided (its source learned) in the current burst. The newest
@@ -336,6 +356,8 @@ pub struct CacheGate {
     /// The measurement in progress.
     packets: u64,
     cycles: u64,
+    /// Of its frames, those the cache decided.
+    hits: u64,
     /// The current stint (or trial), summed over its measurements.
     run_packets: u64,
     run_cycles: u64,
@@ -359,6 +381,11 @@ pub const TRIAL_LEN: u32 = 4;
 const FIRST_TRIAL_AFTER: u32 = 16;
 /// A trial's mode replaces the current one only below this share of its cost.
 const SWITCH_MARGIN: f64 = 0.95;
+/// With at least this share of its frames decided by the cache, a measurement keeps the cache
+/// whatever it cost: a hit does less work than the full path by construction, and a trial
+/// without the cache would only disturb a load whose cost depends on its own queueing (a
+/// loop through VMs, where a slower moment backs frames up until their data is cold).
+const HIT_SHARE_KEEPS: f64 = 0.95;
 
 impl Default for CacheGate {
     fn default() -> Self {
@@ -366,6 +393,7 @@ impl Default for CacheGate {
             open: true,
             packets: 0,
             cycles: 0,
+            hits: 0,
             run_packets: 0,
             run_cycles: 0,
             before_trial: 0.0,
@@ -383,10 +411,12 @@ impl CacheGate {
         self.open
     }
 
-    /// Counts a burst: its frames and the cycles they took.
+    /// Counts a burst: its frames, how many of them the cache decided, and the cycles they
+    /// took.
     #[inline(always)]
-    pub fn count(&mut self, packets: u64, cycles: u64) {
+    pub fn count(&mut self, packets: u64, hits: u64, cycles: u64) {
         self.packets += packets;
+        self.hits += hits;
         self.cycles += cycles;
     }
 
@@ -396,10 +426,17 @@ impl CacheGate {
         if self.packets < MIN_PACKETS {
             return;
         }
-        let (packets, cycles) = (self.packets, self.cycles);
-        (self.packets, self.cycles) = (0, 0);
+        let (packets, cycles, hits) = (self.packets, self.cycles, self.hits);
+        (self.packets, self.cycles, self.hits) = (0, 0, 0);
         if self.warming {
             self.warming = false;
+            return;
+        }
+        if self.open && hits as f64 >= HIT_SHARE_KEEPS * packets as f64 {
+            // The cache decides nearly everything: it stays, and a trial in progress ends.
+            self.trial_left = 0;
+            self.since_trial = 0;
+            (self.run_packets, self.run_cycles) = (0, 0);
             return;
         }
         self.run_packets += packets;
@@ -538,7 +575,7 @@ mod tests {
             } else {
                 cost * 85 / 100
             };
-            g.count(MIN_PACKETS, MIN_PACKETS * cost);
+            g.count(MIN_PACKETS, 0, MIN_PACKETS * cost);
             g.review();
         }
         f64::from(open) / f64::from(rounds)
@@ -549,7 +586,7 @@ mod tests {
         let mut g = CacheGate::default();
         assert!(g.is_open());
         // Too few frames to measure: nothing changes.
-        g.count(100, 100_000);
+        g.count(100, 0, 100_000);
         g.review();
         assert!(g.is_open());
         // The cache pays: in use but for the trials without it.
@@ -567,6 +604,36 @@ mod tests {
         // And back when it pays again.
         share_open(&mut g, TRIAL_EVERY + TRIAL_LEN + 2, 50, 75);
         assert!(g.is_open());
+    }
+
+    /// When the cache decides nearly every frame it stays, whatever the measurements say (a
+    /// loop through VMs costs what its queues make it cost), and a trial of it that hits
+    /// brings it back.
+    #[test]
+    fn a_cache_that_decides_nearly_everything_stays() {
+        let mut g = CacheGate::default();
+        for r in 0..20 * TRIAL_EVERY {
+            // Costs that would close the gate: the cache measures 20% dearer.
+            let cost = if g.is_open() { 180 } else { 150 };
+            let hits = if g.is_open() { MIN_PACKETS } else { 0 };
+            assert!(g.is_open(), "closed at measurement {r}");
+            g.count(MIN_PACKETS, hits, MIN_PACKETS * cost);
+            g.review();
+        }
+        // A closed gate (the cache did not pay before) opens for good after a trial that hits.
+        let mut g = CacheGate::default();
+        share_open(&mut g, FIRST_TRIAL_AFTER + TRIAL_LEN + 1, 200, 150);
+        assert!(!g.is_open());
+        let mut opened_at = None;
+        for r in 0..2 * TRIAL_EVERY {
+            let hits = if g.is_open() { MIN_PACKETS } else { 0 };
+            g.count(MIN_PACKETS, hits, MIN_PACKETS * 150);
+            g.review();
+            if g.is_open() && opened_at.is_none() {
+                opened_at = Some(r);
+            }
+        }
+        assert!(opened_at.is_some() && g.is_open());
     }
 
     #[test]

@@ -743,7 +743,7 @@ impl Worker {
                 c.add(WorkerCounter::BusyCycles, spent);
                 cycles.saturating_record(spent);
                 if tier != Tier::Full && ctx.enabled() {
-                    gate.count(n as u64, spent);
+                    gate.count(n as u64, cached, spent);
                 }
                 mark = t;
             }
@@ -878,25 +878,40 @@ fn send_cached_frames(
     sampled: u32,
 ) -> (usize, u32) {
     let mut first = 0;
-    // Every frame's key first, its set prefetched, so the probes below overlap.
+    // Every frame's key first, its set prefetched, so the probes below overlap. A frame of the
+    // same conversation as the one before it (most of a VM's burst) reuses its slot.
+    let mut prev: Option<(FlowKey, Slot)> = None;
     for (j, probe) in w.probes.iter_mut().enumerate().take(n) {
         *probe = pkts
             .ahead(j)
             .and_then(|m| FlowKey::of(m.data(), ingress))
-            .map(|k| {
-                let slot = w.flows.slot(&k);
-                w.flows.prefetch(slot);
-                (k, slot)
+            .map(|k| match prev {
+                Some((pk, slot)) if pk == k => (k, slot),
+                _ => {
+                    let slot = w.flows.slot(&k);
+                    w.flows.prefetch(slot);
+                    (k, slot)
+                }
             });
+        prev = *probe;
     }
     // The opening run of cached frames; when they all leave as they came by one
-    // port (a conversation, or one VM's traffic), they join its batch at once.
+    // port (a conversation, or one VM's traffic), they join its batch at once. A frame with
+    // the key of the one before it takes that one's decision without a probe.
     let mut one_port = true;
     while let Some(m) = pkts.ahead(first) {
         if sampled & (1 << first) != 0 {
             break;
         }
-        let Some(h) = cached(w.flows, m, &w.probes[first], mtu) else {
+        let same = first > 0 && w.probes[first] == w.probes[first - 1];
+        let h = if same {
+            w.flows
+                .fits(m.pkt_len(), m.nb_segs(), mtu, &w.probes[first])
+                .then_some(w.hit_of[first - 1])
+        } else {
+            cached(w.flows, m, &w.probes[first], mtu)
+        };
+        let Some(h) = h else {
             break;
         };
         *w.bytes += u64::from(m.pkt_len());
