@@ -176,7 +176,15 @@ fn guests_on_vm_ports_ping_move_tcp_and_survive_restarts() {
         .to_owned();
     // `ip netns exec` execs the server itself: killing it kills the server.
     let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-m", "http.server", "8081"])
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "python3",
+            "-m",
+            "http.server",
+            "8081",
+        ])
         .args(["--bind", "10.99.0.1", "--directory"])
         .arg(&www)
         .stdout(std::process::Stdio::null())
