@@ -79,10 +79,11 @@ fn frames_the_device_drops_show_in_port_show_stats_metrics_and_sflow() {
     assert_eq!(port_stat(&stats, "t", "rx_errors"), 30, "{stats}");
 }
 
-/// A frame longer than the egress tap's MTU (the bridge's own MTU is larger) is refused by
-/// the tap driver, which then stops taking the frames behind it in the same burst. Each such
-/// frame is dropped as egress_oversize (sFlow's pkt_too_big), never as tx_full, and every
-/// frame behind it is sent.
+/// A frame longer than the egress tap's MTU (the bridge's, and the source port's, is larger)
+/// is dropped for the tap alone as egress_oversize (sFlow's pkt_too_big), never as tx_full,
+/// and every frame behind it in the burst is sent. (The tap driver, given such a frame, would
+/// stop there and refuse the rest: `TxQueue::flush` counts that too, as dataplane's
+/// dpdk_layer test shows.)
 #[test]
 fn a_frame_the_egress_device_refuses_for_its_size_is_counted_as_such() {
     let id = std::process::id() % 100_000;
@@ -106,14 +107,14 @@ fn a_frame_the_egress_device_refuses_for_its_size_is_counted_as_such() {
     write_pcap(&input, &frames);
     let cfg = ConfigFile::new(&format!(
         "[bridge]\nmtu = 2026\n\
-         [[ports]]\nname = \"t\"\ndevargs = \"net_tap0,iface={tap}\"\n\
+         [[ports]]\nname = \"t\"\ndevargs = \"net_tap0,iface={tap}\"\nmtu = 1500\n\
          [[ports]]\nname = \"src\"\ndevargs = \"net_pcap0,rx_pcap={}\"\n",
         input.display()
     ));
     // The pcap port is read as soon as the switch forwards: its first burst must find the
     // tap's kernel side up and captured. A pcap port added at runtime starts reading then.
     let cfg_tap_only = ConfigFile::new(&format!(
-        "[bridge]\nmtu = 2026\n[[ports]]\nname = \"t\"\ndevargs = \"net_tap0,iface={tap}\"\n"
+        "[bridge]\nmtu = 2026\n[[ports]]\nname = \"t\"\ndevargs = \"net_tap0,iface={tap}\"\nmtu = 1500\n"
     ));
     let mut sw = Switch::start(&cfg_tap_only.args());
     sw.wait_ready();

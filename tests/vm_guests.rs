@@ -263,3 +263,139 @@ fn guests_on_vm_ports_ping_move_tcp_and_survive_restarts() {
     sh_ok(&format!("ip netns del {}", ns.name));
     eprintln!("guest test took {:.1} s", t_all.elapsed().as_secs_f64());
 }
+
+/// Guests at MTU 9000 on VM ports and a host at MTU 9000 behind net_af_packet on a veth pair
+/// (net_tap cannot carry jumbo frames in DPDK 22.11): 8000-byte pings with DF set both ways,
+/// and TCP both ways with full-size segments, byte for byte.
+#[test]
+fn guests_and_a_host_at_mtu_9000_talk_at_full_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = std::process::id() % 100_000;
+    let (veth_sw, veth_h) = (format!("pjs{id}"), format!("pjh{id}"));
+    sh_ok(&format!("ip link del {veth_sw}"));
+    sh(&format!(
+        "ip link add {veth_sw} mtu 9000 type veth peer name {veth_h} mtu 9000 && ip link set {veth_sw} up"
+    ));
+    // AF_PACKET gets the kernel's partial checksums and GSO frames unless they are off.
+    sh(&format!(
+        "ethtool -K {veth_sw} tx off tso off gso off sg off >/dev/null; sysctl -qw net.ipv6.conf.{veth_sw}.disable_ipv6=1"
+    ));
+    let ns = Netns::new(&format!("pmdjb{id}")).without_ipv6();
+    sh(&format!("ip link set {veth_h} netns {}", ns.name));
+    sh(&ns.exec(&format!(
+        "ethtool -K {veth_h} tx off tso off gso off sg off >/dev/null"
+    )));
+    sh(&format!(
+        "ip -n {} addr add 10.99.0.1/24 dev {veth_h}",
+        ns.name
+    ));
+    sh(&format!("ip -n {} link set {veth_h} up", ns.name));
+    let cfg = ConfigFile::new(&format!(
+        "[bridge]\nmtu = 9000\n\
+         [[ports]]\nname = \"vm1\"\nvhost_user = {{ path = \"{}\", mode = \"server\" }}\n\
+         [[ports]]\nname = \"vm2\"\nvhost_user = {{ path = \"{}\", mode = \"server\" }}\n\
+         [[ports]]\nname = \"host\"\ndevargs = \"net_af_packet0,iface={veth_sw},framesz=10240,blocksz=20480,framecnt=512\"\n",
+        dir.path().join("vm1.sock").display(),
+        dir.path().join("vm2.sock").display(),
+    ));
+    let mut sw = Switch::start(&cfg.args());
+    sw.wait_ready();
+    let spec = |n: u8, mac: [u8; 6]| GuestSpec {
+        name: format!("j{n}"),
+        socket: dir.path().join(format!("vm{n}.sock")),
+        role: QemuSocket::Client,
+        mac,
+        ip: format!("10.99.0.1{n}/24"),
+        mtu: Some(9000),
+        queues: 1,
+    };
+    let mut g1 = Guest::start(dir.path(), spec(1, G1_MAC));
+    let mut g2 = Guest::start(dir.path(), spec(2, G2_MAC));
+    g1.wait_ready(BOOT);
+    g2.wait_ready(BOOT);
+    sw.wait_for_log("port vm2: guest connected", Duration::from_secs(30));
+    g1.ok("ip link show eth0 | grep -q 'mtu 9000'", CMD);
+
+    // 8000-byte pings, not fragmented (the host's carry DF; a guest's 8028-byte packet fits
+    // its MTU whole), both ways between the guests and between a guest and the host.
+    let rx_before = sw.port_counter("vm2", "rx_bytes");
+    g1.ok("ping -c 3 -s 8000 -W 2 10.99.0.12", CMD);
+    g2.ok("ping -c 3 -s 8000 -W 2 10.99.0.11", CMD);
+    g1.ok("ping -c 3 -s 8000 -W 2 10.99.0.1", CMD);
+    sh(&ns.exec("ping -c 3 -M do -s 8000 -W 2 10.99.0.12"));
+    let show = sw.ctl_json(&["port/show", "vm2"]);
+    let (rx_pkts, rx_bytes) = (
+        show["ports"][0]["rx_packets"].as_u64().unwrap(),
+        show["ports"][0]["rx_bytes"].as_u64().unwrap(),
+    );
+    assert!(
+        rx_bytes - rx_before >= 6 * 8042,
+        "guest 2 sent its 8042-byte frames whole: {rx_pkts} frames, {} bytes",
+        rx_bytes - rx_before
+    );
+
+    // TCP both ways at full size: guest 1 -> guest 2, guest 1 -> host, host -> guest 2.
+    g1.ok(
+        "mkdir -p /www && dd if=/dev/urandom of=/www/data bs=1024 count=5120 2>/dev/null",
+        CMD,
+    );
+    let sum1 = guest_md5(&mut g1, "/www/data");
+    g1.spawn("httpd -f -p 8080 -h /www");
+    g2.ok(
+        "wget -q -O /tmp/from-g1 http://10.99.0.11:8080/data",
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        guest_md5(&mut g2, "/tmp/from-g1"),
+        sum1,
+        "guest 1 -> guest 2"
+    );
+    let host_sum = sh(&ns.exec(
+        "python3 -c \"import hashlib,urllib.request;print(hashlib.md5(urllib.request.urlopen('http://10.99.0.11:8080/data',timeout=120).read()).hexdigest())\"",
+    ));
+    assert_eq!(host_sum.trim(), sum1, "guest 1 -> host");
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob: Vec<u8> = (0..5u32 << 20)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let blob_sum = sh(&format!("md5sum {}", www.join("blob").display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-m", "http.server"])
+        .args(["8081", "--bind", "10.99.0.1", "--directory"])
+        .arg(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    g2.ok(
+        "wget -q -O /tmp/from-host http://10.99.0.1:8081/blob",
+        Duration::from_secs(120),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(
+        guest_md5(&mut g2, "/tmp/from-host"),
+        blob_sum,
+        "host -> guest 2"
+    );
+    let done = sw.stop();
+    let stats = done.stats.unwrap();
+    for reason in ["oversize", "egress_oversize", "multi_segment"] {
+        assert_eq!(stats["drops"][reason], 0, "{}", stats["drops"]);
+    }
+    assert_eq!(
+        stats["mempool"]["in_use_at_stop"], stats["mempool"]["in_use_at_start"],
+        "{}",
+        stats["mempool"]
+    );
+    drop((g1, g2));
+    sh_ok(&format!("ip netns del {}", ns.name));
+    sh_ok(&format!("ip link del {veth_sw}"));
+}

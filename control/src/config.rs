@@ -27,8 +27,10 @@ fn valid_name(s: &str) -> bool {
 }
 /// IEEE 802.1Q's range for the ageing time, in seconds.
 pub const AGING_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
-/// Largest MTU that fits one default mbuf (2048 data bytes) with an Ethernet header and two tags.
-pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=2026;
+/// MTUs (bytes of payload after the Ethernet header and its tags): IPv4's minimum up to jumbo
+/// frames; a frame larger than one 2 KiB mbuf is received as a chain. A port's device may take
+/// less (its driver's limit is checked when the port comes up).
+pub const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=9600;
 /// MAC table capacity.
 pub const FDB_CAPACITY_RANGE: std::ops::RangeInclusive<usize> = 1..=16_777_216;
 /// Queue descriptors.
@@ -154,6 +156,7 @@ struct PortModel {
     tx_desc: Option<u16>,
     sampling_rate: Option<u32>,
     if_index: Option<u32>,
+    mtu: Option<u32>,
     // The edge features: VLANs, role, port security, storm control, policing.
     vlan_mode: Option<VlanModeModel>,
     vlan: Option<u16>,
@@ -227,6 +230,8 @@ pub struct PortSpec {
     pub if_index: u32,
     /// The ifIndex the configuration names for it, if any.
     pub if_index_set: Option<u32>,
+    /// Its MTU: the largest payload it takes in and sends out (its own, or the bridge's).
+    pub mtu: u32,
     /// VLANs, role, port security, storm control and policing.
     pub policy: PortPolicy,
     /// Administratively up (false: the port drops everything, as if shut down).
@@ -485,7 +490,7 @@ impl Config {
                 "bridge.mtu",
                 b.mtu,
                 MTU_RANGE,
-                "the MTU (one 2 KiB mbuf per frame)",
+                "the MTU in bytes of payload",
             )?,
             mbufs: b
                 .mbufs
@@ -521,7 +526,7 @@ impl Config {
         let mut ports = Vec::new();
         for (i, p) in model.ports.into_iter().enumerate() {
             let field = format!("ports[{i}]");
-            ports.push(Self::port(origin, &field, p)?);
+            ports.push(Self::port(origin, &field, p, bridge.mtu)?);
         }
         for flag in port_flags {
             let flag_origin = format!("--port {flag}");
@@ -537,7 +542,7 @@ impl Config {
                 devargs: devargs.trim().to_owned(),
                 ..PortModel::default()
             };
-            ports.push(Self::port(&flag_origin, "--port", p)?);
+            ports.push(Self::port(&flag_origin, "--port", p, bridge.mtu)?);
         }
         if ports.is_empty() {
             return Err(invalid(
@@ -749,7 +754,12 @@ impl Config {
         })
     }
 
-    fn port(origin: &str, field: &str, p: PortModel) -> Result<PortSpec, ConfigError> {
+    fn port(
+        origin: &str,
+        field: &str,
+        p: PortModel,
+        bridge_mtu: u32,
+    ) -> Result<PortSpec, ConfigError> {
         let origin = if field == "--port" {
             origin.to_owned()
         } else {
@@ -836,7 +846,13 @@ impl Config {
                 )
             })
             .transpose()?;
-        let policy = Self::policy(&origin, &p.name, &p).map_err(|e| naming_port(e, &p.name))?;
+        let mtu_set = p
+            .mtu
+            .map(|m| check_range(&origin, "mtu", m, MTU_RANGE, "the MTU in bytes of payload"))
+            .transpose()
+            .map_err(|e| naming_port(e, &p.name))?;
+        let mut policy = Self::policy(&origin, &p.name, &p).map_err(|e| naming_port(e, &p.name))?;
+        policy.mtu = mtu_set;
         Ok(PortSpec {
             policy,
             enabled: p.enabled.unwrap_or(true),
@@ -850,6 +866,7 @@ impl Config {
             // Given by assign_if_indexes once every port is known.
             if_index: 0,
             if_index_set,
+            mtu: mtu_set.unwrap_or(bridge_mtu),
             origin,
         })
     }
@@ -1261,6 +1278,8 @@ impl Config {
                 e.egress_rate,
                 e.egress_burst,
             )?,
+            // Set by the caller, with the rest of the port.
+            mtu: None,
         })
     }
 }
@@ -1504,8 +1523,28 @@ mod tests {
             e.contains("bridge.fdb_aging_secs") && e.contains("from 10 to 1000000"),
             "{e}"
         );
-        let e = err("[bridge]\nmtu = 9000\n", &["a=net_null0"]);
-        assert!(e.contains("bridge.mtu") && e.contains("2026"), "{e}");
+        let e = err("[bridge]\nmtu = 9601\n", &["a=net_null0"]);
+        assert!(e.contains("bridge.mtu") && e.contains("68 to 9600"), "{e}");
+        // A port's own MTU, or the bridge's.
+        let c = load(
+            "[bridge]\nmtu = 9000\n[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nmtu = 1500\n",
+            &["b=net_null1"],
+        )
+        .unwrap();
+        assert_eq!((c.ports[0].mtu, c.ports[1].mtu), (1500, 9000));
+        assert_eq!(c.ports[0].policy.mtu, Some(1500));
+        assert_eq!(c.ports[1].policy.mtu, None);
+        let e = err(
+            "[[ports]]\nname = \"a\"\ndevargs = \"net_null0\"\nmtu = 67\n",
+            &[],
+        );
+        assert!(
+            e.contains("ports[0]")
+                && e.contains("mtu")
+                && e.contains("\"a\"")
+                && e.contains("68 to 9600"),
+            "{e}"
+        );
         let e = err("[bridge]\nfdb_capacity = 0\n", &["a=net_null0"]);
         assert!(e.contains("bridge.fdb_capacity"), "{e}");
         let e = err(

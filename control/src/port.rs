@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use dataplane::dpdk::{DpdkError, EventSender, Mempool, Port, PortConfig, PortInfo, VhostGuest};
+use dataplane::dpdk::{
+    DpdkError, EventSender, Mempool, MtuKeeper, Port, PortConfig, PortInfo, VhostGuest,
+    DEFAULT_DATA_BYTES,
+};
 use dataplane::stats::{Counters, PortCounter};
 
 use crate::config::PortSpec;
@@ -34,6 +37,18 @@ pub enum PortError {
         /// DPDK's error.
         source: DpdkError,
     },
+    /// The port's MTU is more than its device takes.
+    #[error("port {name:?} ({driver}): mtu {mtu} is more than the driver takes: {limit}. Give the port (or the bridge) a smaller mtu")]
+    Mtu {
+        /// The port.
+        name: String,
+        /// Its PMD.
+        driver: String,
+        /// The MTU asked for.
+        mtu: u32,
+        /// What the driver allows.
+        limit: String,
+    },
     /// A VM port's socket could not be prepared.
     #[error("port {name:?}: vhost_user.path: {message}")]
     Vhost {
@@ -55,6 +70,8 @@ pub struct SwitchPort {
     pub port: Port,
     /// Its PMD.
     pub driver: String,
+    /// What the driver says the device can do.
+    pub info: PortInfo,
     /// Queue layout applied.
     pub queues: PortConfig,
     /// The workers' counters for its port id when it was added (a port id can be reused after
@@ -97,6 +114,58 @@ pub struct Probed {
     pub info: PortInfo,
     /// The queues it will get.
     pub queues: PortConfig,
+    /// Bytes of frame one receive buffer must hold, beyond a default 2 KiB buffer: a device
+    /// that takes a whole frame into one buffer (net_af_packet) gets a pool of its own.
+    pub rx_buffer: Option<u16>,
+}
+
+/// Bytes of Ethernet header and two VLAN tags around an MTU's payload.
+const FRAME_OVERHEAD: u32 = 22;
+
+/// Whether the port's device, as `info` describes it, can take `spec`'s MTU: what ethdev lets
+/// the driver take (drivers with no MTU operation are checked against it too: the switch keeps
+/// their MTU, within what they can receive); net_af_packet by its framesz.
+pub fn check_mtu(spec: &PortSpec, info: &PortInfo) -> Result<(), PortError> {
+    let too_big = |limit: String| PortError::Mtu {
+        name: spec.name.clone(),
+        driver: info.driver.clone(),
+        mtu: spec.mtu,
+        limit,
+    };
+    if info.driver == "net_af_packet" {
+        let framesz = af_packet_framesz(&spec.devargs);
+        if spec.mtu + 52 > framesz {
+            return Err(too_big(format!(
+                "at most framesz - 52 = {} with framesz={framesz} in its devargs (each frame is received whole into one buffer)",
+                framesz.saturating_sub(52)
+            )));
+        }
+        return Ok(());
+    }
+    if !info.mtu_range.contains(&spec.mtu) {
+        return Err(too_big(format!(
+            "from {} to {}",
+            info.mtu_range.start(),
+            info.mtu_range.end()
+        )));
+    }
+    Ok(())
+}
+
+/// Drivers that chain a large frame into several buffers themselves (net_pcap on receive,
+/// net_vhost on dequeue) or send chains without saying so in their capabilities.
+const CHAINING_DRIVERS: [&str; 3] = ["net_pcap", "net_vhost", "net_null"];
+
+/// net_af_packet's frames are `framesz` bytes (default 2048) less its TPACKET headers: it
+/// receives each whole into one buffer (framesz - 32 bytes), and takes an MTU up to framesz - 52
+/// (DPDK 22.11's ethdev caps its MTU at 1500 whatever framesz is, so the switch keeps it).
+fn af_packet_framesz(devargs: &str) -> u32 {
+    devargs
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| k.trim() == "framesz")
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(2048)
 }
 
 impl Probed {
@@ -139,13 +208,17 @@ impl Probed {
                 tx_queues: info.max_tx_queues.max(1),
                 rx_desc: spec.rx_desc,
                 tx_desc: spec.tx_desc,
+                rx_scatter: false,
+                tx_multi_seg: false,
             };
-            return Ok(Probed {
+            return Probed {
                 spec,
                 port,
                 info,
                 queues,
-            });
+                rx_buffer: None,
+            }
+            .for_frames();
         }
         let mut txq = workers_u16.min(info.max_tx_queues).max(1);
         let mut rxq = spec
@@ -166,13 +239,52 @@ impl Probed {
             tx_queues: txq,
             rx_desc: spec.rx_desc,
             tx_desc: spec.tx_desc,
+            rx_scatter: false,
+            tx_multi_seg: false,
         };
-        Ok(Probed {
+        Probed {
             spec,
             port,
             info,
             queues,
-        })
+            rx_buffer: None,
+        }
+        .for_frames()
+    }
+
+    /// Chooses how frames of the port's MTU are received and sent: whole into one default
+    /// buffer, into a chain of them (the scatter offload, or the driver's own chaining), or
+    /// into a buffer of a pool of its own; chained frames sent where the device can. Refuses
+    /// an MTU the driver's limits cannot take.
+    fn for_frames(mut self) -> Result<Probed, PortError> {
+        let (mtu, driver) = (self.spec.mtu, self.info.driver.as_str());
+        let chains = CHAINING_DRIVERS.contains(&driver);
+        self.queues.tx_multi_seg = self.info.tx_multi_seg || chains;
+        check_mtu(&self.spec, &self.info)?;
+        if driver == "net_af_packet" {
+            let framesz = af_packet_framesz(&self.spec.devargs);
+            if framesz - 32 > u32::from(DEFAULT_DATA_BYTES) {
+                self.rx_buffer = u16::try_from(framesz - 32).ok();
+            }
+        } else if mtu + FRAME_OVERHEAD > u32::from(DEFAULT_DATA_BYTES) && !chains {
+            if self.info.rx_scatter {
+                self.queues.rx_scatter = true;
+            } else {
+                self.rx_buffer = u16::try_from(mtu + FRAME_OVERHEAD).ok();
+            }
+        }
+        Ok(self)
+    }
+
+    /// A pool of the port's own, named `name`: sized for its queues and `workers` lcores'
+    /// caches, its buffers holding `rx_buffer` bytes where the device needs that much.
+    pub fn own_pool(&self, name: &str, workers: usize) -> Result<Arc<Mempool>, PortError> {
+        let n = self.mbufs() + (workers as u64 + 1) * u64::from(MEMPOOL_CACHE) * 3 / 2 + 2048;
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let data = self.rx_buffer.unwrap_or(DEFAULT_DATA_BYTES);
+        Mempool::with_buffers(name, n, MEMPOOL_CACHE, data, -1)
+            .map(Arc::new)
+            .map_err(PortError::Mempool)
     }
 
     /// Mbufs the port needs: its descriptors and what a pcap port preloads.
@@ -190,12 +302,26 @@ impl Probed {
             mut port,
             info,
             queues,
+            rx_buffer: _,
         } = self;
         let setup = |e| PortError::Setup {
             name: spec.name.clone(),
             source: e,
         };
         let applied = port.configure(queues, Arc::clone(pool)).map_err(setup)?;
+        // The MTU: the device's own where it has an MTU operation; else the switch's checks
+        // (and net_af_packet's, whose ethdev limit is not its own).
+        let keeper = if info.driver == "net_af_packet" && spec.mtu > *info.mtu_range.end() {
+            MtuKeeper::Switch
+        } else {
+            let mtu = u16::try_from(spec.mtu).unwrap_or(u16::MAX);
+            port.set_mtu(mtu).map_err(|e| PortError::Mtu {
+                name: spec.name.clone(),
+                driver: info.driver.clone(),
+                mtu: spec.mtu,
+                limit: format!("the driver refused it ({e})"),
+            })?
+        };
         // A server-mode VM port's socket exists now: its permissions, for QEMU.
         let vm = match spec.vhost().filter(|_| info.driver == "net_vhost") {
             Some(socket) => {
@@ -213,13 +339,23 @@ impl Probed {
         port.start().map_err(setup)?;
         let link = port.link();
         log::info!(
-            "port {} ({}, port id {}, {}): {} rx / {} tx queues, link {} {} Mbit/s, mac {}",
+            "port {} ({}, port id {}, {}): {} rx / {} tx queues, mtu {} ({}{}), link {} {} Mbit/s, mac {}",
             spec.name,
             spec.devargs,
             port.id(),
             info.driver,
             applied.rx_queues,
             applied.tx_queues,
+            spec.mtu,
+            match keeper {
+                MtuKeeper::Device => "set on the device",
+                MtuKeeper::Switch => "kept by the switch",
+            },
+            if applied.rx_scatter {
+                ", large frames received as chains"
+            } else {
+                ""
+            },
             if link.up { "up" } else { "down" },
             link.speed_mbps,
             dataplane::packet::MacAddr(port.mac())
@@ -227,7 +363,8 @@ impl Probed {
         Ok(SwitchPort {
             spec,
             port,
-            driver: info.driver,
+            driver: info.driver.clone(),
+            info,
             queues: applied,
             base: Counters::default(),
             own_pool: None,

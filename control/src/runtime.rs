@@ -15,7 +15,7 @@ use dataplane::worker::{BridgeCell, MoveEvent, WorkerCommand};
 
 use crate::config::{Config, PortSpec, Source};
 use crate::edge::{BpduWatch, MoveTracker};
-use crate::port::{PortError, Probed, SwitchPort, MEMPOOL_CACHE};
+use crate::port::{PortError, Probed, SwitchPort};
 use crate::report::{self, Report};
 use crate::sflow::agent::{Agent, AgentPort, AgentStats};
 
@@ -314,18 +314,8 @@ impl Runtime {
     /// workers, acknowledged before any frame is sent to it.
     fn add_port(&mut self, spec: PortSpec, position: usize) -> Result<(), ChangeError> {
         let probed = Probed::new(spec, self.nworkers, &self.events.0)?;
-        let n =
-            probed.mbufs() + (self.nworkers as u64 + 1) * u64::from(MEMPOOL_CACHE) * 3 / 2 + 2048;
         self.pool_seq += 1;
-        let pool = Arc::new(
-            Mempool::new_pktmbuf(
-                &format!("pmdswitch_p{}", self.pool_seq),
-                u32::try_from(n).unwrap_or(u32::MAX),
-                MEMPOOL_CACHE,
-                -1,
-            )
-            .map_err(PortError::Mempool)?,
-        );
+        let pool = probed.own_pool(&format!("pmdswitch_p{}", self.pool_seq), self.nworkers)?;
         let mut sp = probed.start(&pool)?;
         sp.own_pool = Some(pool);
         sp.base = self.totals();
@@ -408,12 +398,23 @@ impl Runtime {
             return Err(ChangeError::NeedsRestart("bridge.mbufs"));
         }
         let mut done = Vec::new();
+        // What the device is set up with: a change brings the port up again (an MTU too:
+        // its buffers, scatter and device MTU are chosen for it).
         let same_device = |a: &PortSpec, b: &PortSpec| {
             a.devargs == b.devargs
                 && a.rx_queues == b.rx_queues
                 && a.rx_desc == b.rx_desc
                 && a.tx_desc == b.tx_desc
+                && a.mtu == b.mtu
         };
+        // An MTU the running device cannot take is refused before anything is taken down.
+        for spec in &new.ports {
+            if let Some(sp) = self.ports.iter().find(|p| {
+                p.spec.name == spec.name && p.spec.devargs == spec.devargs && p.spec.mtu != spec.mtu
+            }) {
+                crate::port::check_mtu(spec, &sp.info)?;
+            }
+        }
         let gone: Vec<String> = old
             .ports
             .iter()

@@ -180,7 +180,11 @@ fn run_with_eal(
     let pool_size = match config.bridge.mbufs {
         Some(n) => n,
         None => {
-            let mut n: u64 = probed.iter().map(Probed::mbufs).sum();
+            let mut n: u64 = probed
+                .iter()
+                .filter(|p| p.rx_buffer.is_none())
+                .map(Probed::mbufs)
+                .sum();
             // Per-lcore caches, every worker's tx batches and rx burst, and headroom.
             n += (nworkers as u64 + 1) * u64::from(MEMPOOL_CACHE) * 3 / 2;
             n += nworkers as u64 * (MAX_PORTS as u64 + 1) * BURST_SIZE as u64;
@@ -194,8 +198,18 @@ fn run_with_eal(
     );
     log::info!("mbuf pool: {pool_size} mbufs");
     let mut ports: Vec<SwitchPort> = Vec::with_capacity(probed.len());
-    for p in probed {
-        ports.push(p.start(&pool)?);
+    for (i, p) in probed.into_iter().enumerate() {
+        // A device that needs a whole large frame in one buffer gets a pool of its own.
+        let sp = match p.rx_buffer {
+            Some(_) => {
+                let own = p.own_pool(&format!("pmdswitch_s{i}"), nworkers)?;
+                let mut sp = p.start(&own)?;
+                sp.own_pool = Some(own);
+                sp
+            }
+            None => p.start(&pool)?,
+        };
+        ports.push(sp);
     }
 
     let fdb = Arc::new(Fdb::new(config.bridge.fdb_capacity));

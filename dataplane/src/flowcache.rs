@@ -281,8 +281,8 @@ impl FlowCache {
     }
 
     /// The cached decision for a frame of key `k` (in `slot`), `pkt_len` bytes in `nb_segs`
-    /// segments, on a bridge of `mtu`: None when it is not cached or the frame is one the full
-    /// path must see (segmented, shorter than the Ethernet minimum, or too long to forward).
+    /// segments, received on a port of `mtu`: None when it is not cached or the frame is one
+    /// the full path must see (chained, shorter than the Ethernet minimum, or too long).
     #[inline(always)]
     pub fn decided(
         &self,
@@ -770,7 +770,7 @@ mod tests {
                         .filter(|_| caching)
                         .and_then(|(k, slot)| flows.decided(k, *slot, len, 1, view.mtu));
                     if let Some(h) = hit {
-                        let v = decide(ingress, &f, len, 1, &view, &fdb, &mut Unlimited, now);
+                        let v = decide(ingress, &f, len, &view, &fdb, &mut Unlimited, now);
                         let p = prepare_in(Tier::Full, &f, &ctx, &view, &fdb);
                         assert_eq!(
                             v.action,
@@ -786,7 +786,7 @@ mod tests {
                         continue;
                     }
                     let p = prepare_in(tier, &f, &ctx, &view, &fdb);
-                    let v = decide_in(tier, &ctx, &p, len, 1, &view, &fdb, &mut Unlimited, now);
+                    let v = decide_in(tier, &ctx, &p, len, &view, &fdb, &mut Unlimited, now);
                     if let (true, Some((k, slot)), Some(hit)) =
                         (caching, &key, entry_for(&v, &p, &view))
                     {

@@ -17,7 +17,8 @@ pub enum DropReason {
     TruncatedVlan,
     /// Payload longer than the bridge's MTU.
     Oversize,
-    /// A chained (multi-segment) mbuf: not switched.
+    /// A chained (multi-segment) frame for a port whose device sends only one segment, too
+    /// large to be made one.
     MultiSegment,
     /// Source address is not an individual address: a group address (I/G bit set, broadcast
     /// included) or all zeros. IEEE 802.1D learns only individual addresses, and the Linux
@@ -291,6 +292,9 @@ pub struct PortPolicy {
     pub ingress_policing: Option<RateLimit>,
     /// Egress rate limit.
     pub egress_rate: Option<RateLimit>,
+    /// Largest payload (bytes after the Ethernet header and its tags) the port takes in or
+    /// sends out; None: the bridge's MTU.
+    pub mtu: Option<u32>,
 }
 
 const CHECK_ALLOWED: u8 = 1;
@@ -311,6 +315,8 @@ struct Ingress {
     checks: u8,
     /// Port security's address limit (u32::MAX: none).
     max_macs: u32,
+    /// Largest payload taken in (the port's MTU).
+    mtu: u32,
 }
 
 impl Default for Ingress {
@@ -321,6 +327,7 @@ impl Default for Ingress {
             uplink: false,
             checks: 0,
             max_macs: u32::MAX,
+            mtu: 0,
         }
     }
 }
@@ -358,6 +365,12 @@ impl IngressCtx {
     #[inline(always)]
     pub fn enabled(&self) -> bool {
         self.enabled
+    }
+
+    /// The port's MTU: the largest payload taken in.
+    #[inline(always)]
+    pub fn mtu(&self) -> u32 {
+        self.ing.mtu
     }
 }
 
@@ -399,7 +412,8 @@ impl Limits for Unlimited {
 /// configuration changes and picked up by the workers between bursts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BridgeView {
-    /// Largest payload (bytes after the Ethernet header and any VLAN tags) forwarded.
+    /// The bridge's MTU: a port's unless it has its own (bytes after the Ethernet header and
+    /// any VLAN tags).
     pub mtu: u32,
     /// VEB or VEPA.
     pub mode: BridgeMode,
@@ -505,6 +519,7 @@ impl BridgeView {
                 v.uplink = Some(*id);
             }
             ing.max_macs = pol.max_macs.unwrap_or(u32::MAX);
+            ing.mtu = pol.mtu.unwrap_or(mtu);
             let mut checks = 0;
             if !pol.allowed_macs.is_empty() {
                 checks |= CHECK_ALLOWED;
@@ -590,6 +605,11 @@ impl BridgeView {
     /// Rx queues of `port`.
     pub fn rx_queues(&self, port: u16) -> u16 {
         self.rx_queues.get(usize::from(port)).copied().unwrap_or(1)
+    }
+
+    /// The MTU of `port` (the bridge's for a port that is not one of its own).
+    pub fn port_mtu(&self, port: u16) -> u32 {
+        self.policy(port).and_then(|p| p.mtu).unwrap_or(self.mtu)
     }
 
     /// The configuration of `port`, if it is a port of this bridge.
@@ -844,14 +864,14 @@ pub fn prepare<const EDGE: bool>(
 
 /// Decides where a frame received on `ingress` goes, learning its source address.
 ///
-/// `frame` is the first segment's bytes; `pkt_len` and `nb_segs` describe the whole packet.
+/// `frame` is the first segment's bytes (where the headers are); `pkt_len` is the whole
+/// packet's length, all segments.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn decide(
     ingress: u16,
     frame: &[u8],
     pkt_len: u32,
-    nb_segs: u16,
     bridge: &BridgeView,
     fdb: &Fdb,
     limits: &mut impl Limits,
@@ -859,7 +879,7 @@ pub fn decide(
 ) -> Verdict {
     let ctx = bridge.ingress_ctx(ingress);
     let p = prepare::<true>(frame, &ctx, bridge, fdb);
-    decide_prepared::<true, true>(&ctx, &p, pkt_len, nb_segs, bridge, fdb, limits, now)
+    decide_prepared::<true, true>(&ctx, &p, pkt_len, bridge, fdb, limits, now)
 }
 
 /// [`decide`] for a frame [`prepare`]d earlier (with the same `EDGE`). `CHECKS = false` is for
@@ -871,7 +891,6 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     ctx: &IngressCtx,
     p: &Prepared,
     pkt_len: u32,
-    nb_segs: u16,
     bridge: &BridgeView,
     fdb: &Fdb,
     limits: &mut impl Limits,
@@ -885,9 +904,6 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     let ingress = ctx.port;
     if !ctx.enabled {
         return drop(DropReason::PortDisabled);
-    }
-    if nb_segs != 1 {
-        return drop(DropReason::MultiSegment);
     }
     match p.status {
         Ok(()) => {}
@@ -908,7 +924,7 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
             DropReason::IngressVlanFilter
         });
     }
-    if pkt_len.saturating_sub(u32::from(p.header_len)) > bridge.mtu {
+    if pkt_len.saturating_sub(u32::from(p.header_len)) > ing.mtu {
         return drop(DropReason::Oversize);
     }
     if !mac_is_individual(p.src) {
@@ -1037,22 +1053,15 @@ pub fn decide_in(
     ctx: &IngressCtx,
     p: &Prepared,
     pkt_len: u32,
-    nb_segs: u16,
     bridge: &BridgeView,
     fdb: &Fdb,
     limits: &mut impl Limits,
     now: u32,
 ) -> Verdict {
     match tier {
-        Tier::Plain => {
-            decide_prepared::<false, false>(ctx, p, pkt_len, nb_segs, bridge, fdb, limits, now)
-        }
-        Tier::Lean => {
-            decide_prepared::<true, false>(ctx, p, pkt_len, nb_segs, bridge, fdb, limits, now)
-        }
-        Tier::Full => {
-            decide_prepared::<true, true>(ctx, p, pkt_len, nb_segs, bridge, fdb, limits, now)
-        }
+        Tier::Plain => decide_prepared::<false, false>(ctx, p, pkt_len, bridge, fdb, limits, now),
+        Tier::Lean => decide_prepared::<true, false>(ctx, p, pkt_len, bridge, fdb, limits, now),
+        Tier::Full => decide_prepared::<true, true>(ctx, p, pkt_len, bridge, fdb, limits, now),
     }
 }
 
@@ -1168,7 +1177,6 @@ mod tests {
             ingress,
             f,
             f.len() as u32,
-            1,
             &bridge(),
             fdb,
             &mut Unlimited,
@@ -1178,7 +1186,7 @@ mod tests {
     }
 
     fn run_on(b: &BridgeView, fdb: &Fdb, ingress: u16, f: &[u8]) -> Action {
-        decide(ingress, f, f.len() as u32, 1, b, fdb, &mut Unlimited, 0).action
+        decide(ingress, f, f.len() as u32, b, fdb, &mut Unlimited, 0).action
     }
 
     #[test]
@@ -1219,16 +1227,7 @@ mod tests {
     fn mac_move_follows_the_latest_source() {
         let fdb = Fdb::new(64);
         run(&fdb, 0, &frame(BCAST, A));
-        let v = decide(
-            2,
-            &frame(BCAST, A),
-            60,
-            1,
-            &bridge(),
-            &fdb,
-            &mut Unlimited,
-            0,
-        );
+        let v = decide(2, &frame(BCAST, A), 60, &bridge(), &fdb, &mut Unlimited, 0);
         assert_eq!(v.learn, Some(Learn::Moved { from: 0 }));
         assert_eq!(run(&fdb, 1, &frame(A, B)), Action::Unicast(2));
     }
@@ -1251,8 +1250,9 @@ mod tests {
             "exactly the MTU is fine"
         );
         assert_eq!(
-            decide(0, &ok, 3000, 2, &bridge(), &fdb, &mut Unlimited, 0).action,
-            Action::Drop(DropReason::MultiSegment)
+            decide(0, &ok, 3000, &bridge(), &fdb, &mut Unlimited, 0).action,
+            Action::Drop(DropReason::Oversize),
+            "a chained frame is decided by its whole length"
         );
         let fdb = Fdb::new(64);
         let mcast_src = [0x01, 0, 0x5e, 0, 0, 9];
@@ -1304,7 +1304,7 @@ mod tests {
                     let ctx = view.ingress_ctx(0);
                     let f = frame(dst, src);
                     let p = prepare_in(view.tier(), &f, &ctx, view, &fdb);
-                    let v = decide_in(view.tier(), &ctx, &p, 60, 1, view, &fdb, &mut Unlimited, 0);
+                    let v = decide_in(view.tier(), &ctx, &p, 60, view, &fdb, &mut Unlimited, 0);
                     assert_eq!(
                         (v.action, v.learn),
                         (Action::Drop(DropReason::SrcMacInvalid), None),
@@ -1319,6 +1319,31 @@ mod tests {
             assert!(matches!(to_zero, Action::Flood(_)), "{to_zero:?}");
         }
         assert_eq!(DropReason::SrcMacInvalid.sflow_code(), 263);
+    }
+
+    /// Each port takes in payloads up to its own MTU (the bridge's when it has none).
+    #[test]
+    fn a_port_takes_frames_up_to_its_own_mtu() {
+        let jumbo = PortPolicy {
+            mtu: Some(9000),
+            ..PortPolicy::default()
+        };
+        let b = BridgeView::new(
+            1500,
+            BridgeMode::Veb,
+            &[(0, jumbo), (1, PortPolicy::default())],
+        );
+        assert_eq!(
+            (b.port_mtu(0), b.port_mtu(1), b.port_mtu(7)),
+            (9000, 1500, 1500)
+        );
+        let fdb = Fdb::new(64);
+        let f = frame(BCAST, A);
+        let go = |port, len| decide(port, &f, len, &b, &fdb, &mut Unlimited, 0).action;
+        assert_eq!(go(0, 14 + 9000), Action::Flood(0b10));
+        assert_eq!(go(0, 14 + 9001), Action::Drop(DropReason::Oversize));
+        assert_eq!(go(1, 14 + 1500), Action::Flood(0b01));
+        assert_eq!(go(1, 14 + 1501), Action::Drop(DropReason::Oversize));
     }
 
     #[test]
@@ -1602,7 +1627,7 @@ mod tests {
             police_left: 100,
             storm_left: 3,
         };
-        let mut go = |ingress, f: &[u8]| decide(ingress, f, 60, 1, &b, &fdb, &mut lim, 0).action;
+        let mut go = |ingress, f: &[u8]| decide(ingress, f, 60, &b, &fdb, &mut lim, 0).action;
         let c = [2, 0, 0, 0, 0, 0xc];
         assert_eq!(go(1, &frame(BCAST, B)), Action::Flood(0b101));
         assert_eq!(
@@ -1619,7 +1644,7 @@ mod tests {
         );
         lim.police_left = 1;
         assert_eq!(
-            decide(1, &frame(A, B), 60, 1, &b, &fdb, &mut lim, 0).action,
+            decide(1, &frame(A, B), 60, &b, &fdb, &mut lim, 0).action,
             d(DropReason::IngressPolicing)
         );
         assert_eq!(fdb.port_len(1), 1);
@@ -1710,8 +1735,8 @@ mod tests {
             );
             assert_eq!(p1, p2, "{f:02x?}");
             let len = f.len() as u32;
-            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, 1, &b, &f1, &mut Unlimited, 0);
-            let v2 = decide_prepared::<false, false>(&ctx, &p2, len, 1, &b, &f2, &mut Unlimited, 0);
+            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, &b, &f1, &mut Unlimited, 0);
+            let v2 = decide_prepared::<false, false>(&ctx, &p2, len, &b, &f2, &mut Unlimited, 0);
             assert_eq!(v1, v2, "{f:02x?} from {ingress}");
         }
     }
@@ -1770,7 +1795,7 @@ mod tests {
         };
         for _ in 0..5 {
             assert_eq!(
-                decide(1, &frame(B, A), 60, 1, &b, &fdb, &mut none_left, 0).action,
+                decide(1, &frame(B, A), 60, &b, &fdb, &mut none_left, 0).action,
                 Action::Unicast(0)
             );
         }
@@ -1809,8 +1834,8 @@ mod tests {
             let p1 = prepare::<true>(&f, &ctx, &b, &f1);
             let p2 = prepare::<true>(&f, &ctx, &b, &f2);
             let len = f.len() as u32;
-            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, 1, &b, &f1, &mut Unlimited, 0);
-            let v2 = decide_prepared::<true, false>(&ctx, &p2, len, 1, &b, &f2, &mut Unlimited, 0);
+            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, &b, &f1, &mut Unlimited, 0);
+            let v2 = decide_prepared::<true, false>(&ctx, &p2, len, &b, &f2, &mut Unlimited, 0);
             assert_eq!(v1, v2, "{f:02x?} from {ingress}");
         }
     }

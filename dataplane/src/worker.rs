@@ -22,7 +22,7 @@ use crate::forward::{
     RateLimit, Tier, FORM_TAGGED, FORM_UNTAGGED,
 };
 use crate::packet::{ethertype, MIN_FRAME_LEN};
-use crate::sample::{SampleRecord, SampledOutput, Sampler};
+use crate::sample::{SampleRecord, SampledOutput, Sampler, MAX_HEADER};
 use crate::stats::{cycles_histogram, Counters, PortCounter, WorkerCounter, WorkerStats};
 
 /// Frames parsed (and their MAC-table buckets prefetched) ahead of the one being decided.
@@ -228,35 +228,59 @@ struct Egress {
     meters: Vec<Option<RateMeter>>,
     /// Ports with an egress meter, one bit each.
     metered: u64,
-    /// Ports with a tx queue and no egress meter: a frame to one only joins its batch.
+    /// Ports whose MTU is below another port's (a frame may be too long for them), and their
+    /// MTUs by port id.
+    mtu_limited: u64,
+    mtu: Vec<u32>,
+    /// Ports whose device sends only one-segment frames.
+    no_chains: u64,
+    /// Ports with a tx queue and nothing to check: a frame to one only joins its batch.
     ready: u64,
     now: u64,
+    /// Buffers for a chained frame made one for a port that sends no chains.
+    pool: Arc<Mempool>,
 }
 
 impl Egress {
-    fn set_meters(&mut self, meters: Vec<Option<RateMeter>>) {
+    /// Takes up a new snapshot's egress side: its rate meters (this worker's share) and its
+    /// ports' MTUs.
+    fn set_view(&mut self, view: &BridgeView, meters: Vec<Option<RateMeter>>) {
         self.metered = meters
             .iter()
             .enumerate()
             .filter(|(_, m)| m.is_some())
             .fold(0, |acc, (i, _)| acc | 1 << i);
         self.meters = meters;
+        let largest = view.ports().map(|p| view.port_mtu(p)).max().unwrap_or(0);
+        self.mtu_limited = 0;
+        for p in view.ports() {
+            let i = usize::from(p);
+            if i < self.mtu.len() {
+                self.mtu[i] = view.port_mtu(p);
+                if self.mtu[i] < largest {
+                    self.mtu_limited |= 1 << i;
+                }
+            }
+        }
         self.refresh_ready();
     }
 
-    /// Recomputes `ready` after a queue or a meter changed.
+    /// Recomputes `ready` after a queue, a meter or an MTU changed.
     fn refresh_ready(&mut self) {
-        self.ready = self
-            .tx
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| q.is_some())
-            .fold(0, |acc, (i, _)| acc | 1 << i)
-            & !self.metered;
+        let mask = |f: &dyn Fn(&TxQueue) -> bool| {
+            self.tx
+                .iter()
+                .enumerate()
+                .filter(|(_, q)| q.as_ref().is_some_and(f))
+                .fold(0u64, |acc, (i, _)| acc | 1 << i)
+        };
+        let with_queue = mask(&|_| true);
+        self.no_chains = mask(&|q: &TxQueue| !q.sends_chains());
+        self.ready = with_queue & !self.metered & !self.mtu_limited & !self.no_chains;
     }
 
     #[inline(always)]
-    fn push(&mut self, port: u16, m: Mbuf, c: &mut Counters) {
+    fn push(&mut self, port: u16, mut m: Mbuf, c: &mut Counters) {
         let p = usize::from(port);
         if p < 64 && self.ready & (1 << p) != 0 {
             self.join(p, m, c);
@@ -265,6 +289,22 @@ impl Egress {
         if self.tx.get(p).is_none_or(|q| q.is_none()) {
             c.drop_one(DropReason::NoEgressPort);
             return;
+        }
+        // An L2 switch cannot fragment: too long for this port, dropped for it alone.
+        if self.mtu_limited & (1 << p) != 0 && payload_len(&m) > self.mtu[p] {
+            c.drop_one(DropReason::EgressOversize);
+            c.port_add(p, PortCounter::TxDropped, 1);
+            return;
+        }
+        if self.no_chains & (1 << p) != 0 && m.nb_segs() > 1 {
+            match m.linearized(&self.pool) {
+                Some(one) => m = one,
+                None => {
+                    c.drop_one(DropReason::MultiSegment);
+                    c.port_add(p, PortCounter::TxDropped, 1);
+                    return;
+                }
+            }
         }
         if self.metered & (1 << p) != 0 {
             if let Some(meter) = self.meters[p].as_mut() {
@@ -360,6 +400,22 @@ impl Egress {
     }
 }
 
+/// Bytes of a frame after its Ethernet header and VLAN tags (up to two), as an MTU counts them.
+#[inline]
+fn payload_len(m: &Mbuf) -> u32 {
+    let d = m.data();
+    let tpid = |at: usize| {
+        d.get(at..at + 2)
+            .is_some_and(|b| matches!(be16(b), ethertype::VLAN | ethertype::QINQ))
+    };
+    let header = match (tpid(12), tpid(16)) {
+        (true, true) => 22,
+        (true, false) => 18,
+        _ => 14,
+    };
+    m.pkt_len().saturating_sub(header)
+}
+
 /// How a frame is to leave: with this TCI, or untagged.
 type Wire = Option<u16>;
 
@@ -409,27 +465,35 @@ fn pad_in_place(m: &mut Mbuf) -> bool {
 /// minimum; None when the pool is empty.
 fn retagged_copy(pool: &Mempool, m: &Mbuf, tagged: bool, want: Wire) -> Option<Mbuf> {
     let d = m.data();
-    let mut out = Mbuf::alloc(pool)?;
+    let len = match (tagged, want) {
+        (false, None) | (true, Some(_)) => d.len(),
+        (false, Some(_)) => d.len() + 4,
+        (true, None) => d.len().checked_sub(4)?,
+    };
+    // A full first segment with a tag pushed takes some of the new buffer's headroom.
+    let mut out = Mbuf::alloc_len(pool, u16::try_from(len).ok()?)?;
+    let buf = out.data_mut()?;
     match (tagged, want) {
         (false, None) | (true, Some(_)) => {
-            let buf = out.append(u16::try_from(d.len()).ok()?)?;
             buf.copy_from_slice(d);
             if let (Some(tci), true) = (want, buf.len() >= 18) {
                 buf[14..16].copy_from_slice(&tci.to_be_bytes());
             }
         }
         (false, Some(tci)) => {
-            let buf = out.append(u16::try_from(d.len() + 4).ok()?)?;
             buf[..12].copy_from_slice(d.get(..12)?);
             buf[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
             buf[14..16].copy_from_slice(&tci.to_be_bytes());
             buf[16..].copy_from_slice(d.get(12..)?);
         }
         (true, None) => {
-            let buf = out.append(u16::try_from(d.len().checked_sub(4)?).ok()?)?;
             buf[..12].copy_from_slice(d.get(..12)?);
             buf[12..].copy_from_slice(d.get(16..)?);
         }
+    }
+    if m.nb_segs() > 1 {
+        // A chained frame: its first segment, retagged, heads the others, shared, not copied.
+        return m.share_tail_under(&mut out).then_some(out);
     }
     // A fresh buffer of 2 KiB: room to pad.
     pad_in_place(&mut out).then_some(out)
@@ -497,10 +561,14 @@ impl Worker {
             dirty: 0,
             meters: Vec::new(),
             metered: 0,
+            mtu_limited: 0,
+            mtu: vec![u32::MAX; MAX_PORTS],
+            no_chains: 0,
             ready: 0,
             now: 0,
+            pool: Arc::clone(&pool),
         };
-        egress.set_meters(egress_meters);
+        egress.set_view(&view, egress_meters);
         let mut c = Counters::default();
         let mut cycles = cycles_histogram();
         let mut burst = Burst::new();
@@ -522,7 +590,7 @@ impl Worker {
                 view_changes += 1;
                 let (m, e) = build_meters(&view, &my_queues);
                 limits = m;
-                egress.set_meters(e);
+                egress.set_view(&view, e);
             }
             let now = fdb.now();
             for q in rx.iter_mut() {
@@ -584,7 +652,7 @@ impl Worker {
                         &mut pkts,
                         n,
                         ingress,
-                        view.mtu,
+                        ctx.mtu(),
                         sampled,
                     );
                 }
@@ -630,17 +698,7 @@ impl Worker {
                     bytes += u64::from(m.pkt_len());
                     let p = &prepared[i - 1];
                     let mut moved_here = false;
-                    let v = decide_in(
-                        tier,
-                        &ctx,
-                        p,
-                        m.pkt_len(),
-                        m.nb_segs(),
-                        &view,
-                        &fdb,
-                        &mut limits,
-                        now,
-                    );
+                    let v = decide_in(tier, &ctx, p, m.pkt_len(), &view, &fdb, &mut limits, now);
                     if sampled & (1 << (i - 1)) != 0 {
                         if let Some(s) = sampling.as_mut() {
                             take_sample(s, &m, p, &v, ingress, pool_before + i as u64, &mut c);
@@ -802,7 +860,7 @@ impl Worker {
                 if changed {
                     let (m, e) = build_meters(&view, &my_queues);
                     limits = m;
-                    egress.set_meters(e);
+                    egress.set_view(&view, e);
                 }
             }
         }
@@ -985,8 +1043,18 @@ fn take_sample(
     pool: u64,
     c: &mut Counters,
 ) {
+    // The header as far as header_bytes go, gathered across segments when the first is
+    // shorter.
+    let mut gathered = [0u8; MAX_HEADER];
+    let first = m.data();
+    let want = s.header_bytes.min(MAX_HEADER).min(m.pkt_len() as usize);
+    let header = if first.len() >= want || !m.read(0, &mut gathered[..want]) {
+        first
+    } else {
+        &gathered[..want]
+    };
     let record = SampleRecord::new(
-        m.data(),
+        header,
         m.pkt_len(),
         ingress,
         SampledOutput::of(v.action),

@@ -87,6 +87,8 @@ fn eal_mempool_ring_and_port_lifecycle() {
         tx_queues: 1,
         rx_desc: 256,
         tx_desc: 256,
+        rx_scatter: false,
+        tx_multi_seg: false,
     };
     port.configure(cfg, Arc::clone(&pool)).unwrap();
     port.start().unwrap();
@@ -163,6 +165,8 @@ fn eal_mempool_ring_and_port_lifecycle() {
             tx_queues: 1,
             rx_desc: 64,
             tx_desc: 64,
+            rx_scatter: false,
+            tx_multi_seg: false,
         },
         Arc::clone(&pool),
     )

@@ -70,23 +70,29 @@ impl Mbuf {
     /// (not attached to another's data), so its bytes may be changed in place.
     #[inline(always)]
     pub fn is_exclusive(&self) -> bool {
+        self.raw().nb_segs == 1 && self.head_is_exclusive()
+    }
+
+    /// True when this handle is the only reference to the first segment, a buffer of its own:
+    /// the first segment's bytes (where the headers are) may be changed in place, whoever else
+    /// shares the segments after it.
+    #[inline(always)]
+    pub fn head_is_exclusive(&self) -> bool {
         let m = self.raw();
         // SAFETY: the mbuf is live (this handle holds a reference); the refcount is read
         // atomically and only compared.
         let refs = unsafe { sys::rte_mbuf_refcnt_read(self.0.as_ptr()) };
-        refs == 1
-            && m.nb_segs == 1
-            && m.ol_flags & (sys::RTE_MBUF_F_INDIRECT | sys::RTE_MBUF_F_EXTERNAL) == 0
+        refs == 1 && m.ol_flags & (sys::RTE_MBUF_F_INDIRECT | sys::RTE_MBUF_F_EXTERNAL) == 0
     }
 
-    /// The first segment's bytes, writable, when [`Mbuf::is_exclusive`].
+    /// The first segment's bytes, writable, when [`Mbuf::head_is_exclusive`].
     #[inline(always)]
     pub fn data_mut(&mut self) -> Option<&mut [u8]> {
-        if !self.is_exclusive() {
+        if !self.head_is_exclusive() {
             return None;
         }
-        // SAFETY: &mut self and the exclusivity check (one reference, one direct segment) mean
-        // no one else reads or writes these bytes; bounds as in `data`.
+        // SAFETY: &mut self and the exclusivity check (one reference to a direct first segment)
+        // mean no one else reads or writes these bytes; bounds as in `data`.
         Some(unsafe {
             let m = self.0.as_mut();
             std::slice::from_raw_parts_mut(
@@ -96,15 +102,17 @@ impl Mbuf {
         })
     }
 
-    /// Grows the frame by `n` bytes at the front (into the headroom) and returns the whole,
-    /// longer frame; None when not exclusive or the headroom is short (nothing changed).
+    /// Grows the frame by `n` bytes at the front (into the first segment's headroom) and
+    /// returns the first segment's bytes; None when that segment is shared or its headroom is
+    /// short (nothing changed).
     #[inline]
     pub fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
-        if !self.is_exclusive() {
+        if !self.head_is_exclusive() {
             return None;
         }
-        // SAFETY: exclusive one-segment mbuf; rte_pktmbuf_prepend checks the headroom and
-        // returns NULL, changing nothing, when it is too small.
+        // SAFETY: the first segment is this handle's alone; rte_pktmbuf_prepend changes only it
+        // (data_off, data_len) and the packet length, checks the headroom and returns NULL,
+        // changing nothing, when it is too small.
         let p = unsafe { sys::rte_pktmbuf_prepend(self.0.as_ptr(), n) };
         if p.is_null() {
             return None;
@@ -112,15 +120,15 @@ impl Mbuf {
         self.data_mut()
     }
 
-    /// Removes `n` bytes from the front of the frame; false (nothing changed) when not exclusive
-    /// or the frame is not longer than `n`.
+    /// Removes `n` bytes from the front of the frame (of its first segment); false (nothing
+    /// changed) when that segment is shared or not longer than `n`.
     #[inline]
     pub fn trim_front(&mut self, n: u16) -> bool {
-        if !self.is_exclusive() || self.raw().data_len <= n {
+        if !self.head_is_exclusive() || self.raw().data_len <= n {
             return false;
         }
-        // SAFETY: exclusive one-segment mbuf longer than n; rte_pktmbuf_adj only moves data_off
-        // and shortens the lengths.
+        // SAFETY: the first segment is this handle's alone and longer than n; rte_pktmbuf_adj
+        // only moves its data_off and shortens its and the packet's lengths.
         !unsafe { sys::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
     }
 
@@ -143,6 +151,90 @@ impl Mbuf {
             std::ptr::write_bytes(p.cast::<u8>(), 0, usize::from(n));
             std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(n))
         })
+    }
+
+    /// Copies `out.len()` bytes of the packet from `offset` on, across segments; false (out
+    /// untouched past what was copied) when the packet is shorter.
+    pub fn read(&self, offset: u32, out: &mut [u8]) -> bool {
+        let mut skip = offset as usize;
+        let mut done = 0;
+        let mut seg = self.0.as_ptr();
+        while !seg.is_null() && done < out.len() {
+            // SAFETY: `seg` is this packet's first segment or a `next` of one, all live while
+            // this handle holds its reference; data_len bytes from buf_addr + data_off are the
+            // segment's data (mbuf invariant), read only.
+            let data = unsafe {
+                let m = &*seg;
+                let d = std::slice::from_raw_parts(
+                    m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
+                    usize::from(m.data_len),
+                );
+                seg = m.next;
+                d
+            };
+            if skip >= data.len() {
+                skip -= data.len();
+                continue;
+            }
+            let take = (data.len() - skip).min(out.len() - done);
+            out[done..done + take].copy_from_slice(&data[skip..skip + take]);
+            done += take;
+            skip = 0;
+        }
+        done == out.len()
+    }
+
+    /// For a chained packet: makes `head` (a new one-segment buffer holding this packet's first
+    /// segment as it should be, e.g. retagged) the head of a packet that shares this one's
+    /// other segments (one more reference on each: no copy of them). False (head unchanged)
+    /// when this packet has one segment or `head` is not a one-segment buffer of its own.
+    pub fn share_tail_under(&self, head: &mut Mbuf) -> bool {
+        let m = self.raw();
+        if m.nb_segs < 2 || m.next.is_null() || !head.is_exclusive() {
+            return false;
+        }
+        let tail_len = m.pkt_len - u32::from(m.data_len);
+        // SAFETY: the tail (segments after the first) is live while this handle holds its
+        // reference; each of its segments gets one more reference before `head` points to it,
+        // and `head` (one exclusive segment) then owns those references: freeing it releases
+        // every segment once. Only head's fields are written.
+        unsafe {
+            let mut seg = m.next;
+            while !seg.is_null() {
+                sys::rte_mbuf_refcnt_update(seg, 1);
+                seg = (*seg).next;
+            }
+            let h = head.0.as_mut();
+            h.next = m.next;
+            h.nb_segs = m.nb_segs;
+            h.pkt_len = u32::from(h.data_len) + tail_len;
+        }
+        true
+    }
+
+    /// The packet in one new buffer of `pool` (a chained packet made one, for a device that
+    /// sends one segment); None when it does not fit one buffer or the pool is empty.
+    pub fn linearized(&self, pool: &super::Mempool) -> Option<Mbuf> {
+        let len = u16::try_from(self.pkt_len()).ok()?;
+        let mut out = Mbuf::alloc(pool)?;
+        let buf = out.append(len)?;
+        self.read(0, buf).then_some(out)
+    }
+
+    /// Takes a buffer from `pool` holding `len` bytes (their content undefined), using its
+    /// headroom when the room after it is short (a full first segment with a tag pushed);
+    /// None when the pool is empty or `len` exceeds the whole buffer.
+    pub fn alloc_len(pool: &super::Mempool, len: u16) -> Option<Mbuf> {
+        let mut m = Mbuf::alloc(pool)?;
+        let (buf_len, headroom) = (m.raw().buf_len, m.raw().data_off);
+        let room = buf_len.checked_sub(headroom)?;
+        if len > room {
+            m.prepend(len - room)?;
+            m.append(room)?;
+        } else {
+            m.append(len)?;
+        }
+        Some(m)
     }
 
     /// Takes an empty buffer from `pool`; None when the pool is exhausted.

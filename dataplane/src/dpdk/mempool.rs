@@ -7,6 +7,11 @@ use dpdk_sys as sys;
 
 use super::DpdkError;
 
+/// Bytes of frame a default buffer holds after its headroom (`RTE_MBUF_DEFAULT_DATAROOM`).
+pub const DEFAULT_DATA_BYTES: u16 = 2048;
+/// Headroom in front of every buffer's frame (`RTE_PKTMBUF_HEADROOM`).
+const HEADROOM: u16 = sys::RTE_PKTMBUF_HEADROOM as u16;
+
 /// A pool of packet buffers (`rte_pktmbuf_pool_create`). It must outlive every port whose
 /// queues draw from it and every [`super::Mbuf`] taken from it.
 pub struct Mempool {
@@ -24,12 +29,28 @@ impl Mempool {
     /// Creates a pool of `size` mbufs with a per-lcore cache of `cache` and the default data
     /// room (2 KiB plus headroom), on NUMA socket `socket` (-1 for any).
     pub fn new_pktmbuf(name: &str, size: u32, cache: u32, socket: i32) -> Result<Self, DpdkError> {
+        Self::with_buffers(name, size, cache, DEFAULT_DATA_BYTES, socket)
+    }
+
+    /// Creates a pool of `size` mbufs whose buffers hold `data_bytes` of frame after the
+    /// headroom (for a device that needs a whole frame in one buffer).
+    pub fn with_buffers(
+        name: &str,
+        size: u32,
+        cache: u32,
+        data_bytes: u16,
+        socket: i32,
+    ) -> Result<Self, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError {
             op: "rte_pktmbuf_pool_create".into(),
             errno: super::EINVAL,
             message: "pool name contains a NUL byte".into(),
         })?;
-        let data_room = u16::try_from(sys::RTE_MBUF_DEFAULT_BUF_SIZE).expect("2176 fits in u16");
+        let data_room = data_bytes.checked_add(HEADROOM).ok_or_else(|| DpdkError {
+            op: "rte_pktmbuf_pool_create".into(),
+            errno: super::EINVAL,
+            message: format!("buffers of {data_bytes} bytes and headroom exceed 64 KiB"),
+        })?;
         // SAFETY: the name is a valid C string (DPDK copies it); sizes are plain values.
         let raw = unsafe {
             sys::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache, 0, data_room, socket)

@@ -16,11 +16,11 @@ mod ring;
 pub use eal::{tsc, tsc_hz, Eal, LcoreId};
 pub use events::{EventSender, PortEvent};
 pub use mbuf::{Burst, BurstDrain, Mbuf, TxBatch, BURST_SIZE};
-pub use mempool::Mempool;
+pub use mempool::{Mempool, DEFAULT_DATA_BYTES};
 pub use meter::RateMeter;
 pub use port::{
-    EnabledQueues, Link, Port, PortConfig, PortId, PortInfo, PortStats, QueueEvent, RxQueue,
-    TxOutcome, TxQueue, VhostGuest,
+    EnabledQueues, Link, MtuKeeper, Port, PortConfig, PortId, PortInfo, PortStats, QueueEvent,
+    RxQueue, TxOutcome, TxQueue, VhostGuest,
 };
 pub use ring::{spsc_ring, RingConsumer, RingProducer};
 

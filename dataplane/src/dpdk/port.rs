@@ -42,6 +42,27 @@ pub struct PortInfo {
     pub rss_offloads: u64,
     /// Kernel interface index, for devices that have one (tap), else 0.
     pub if_index: u32,
+    /// The MTUs `rte_eth_dev_set_mtu` would take, as ethdev checks them against the driver's
+    /// `min_mtu`, `max_mtu` and `max_rx_pktlen` (bytes of payload).
+    pub mtu_range: std::ops::RangeInclusive<u32>,
+    /// The device can receive one frame into several mbufs (`RTE_ETH_RX_OFFLOAD_SCATTER`).
+    pub rx_scatter: bool,
+    /// The device can send a frame of several mbufs (`RTE_ETH_TX_OFFLOAD_MULTI_SEGS`).
+    pub tx_multi_seg: bool,
+}
+
+/// `RTE_ETH_RX_OFFLOAD_SCATTER` (a macro, so not in the bindings).
+const RX_OFFLOAD_SCATTER: u64 = 1 << 13;
+/// `RTE_ETH_TX_OFFLOAD_MULTI_SEGS`.
+const TX_OFFLOAD_MULTI_SEGS: u64 = 1 << 15;
+
+/// Who holds a port to its MTU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtuKeeper {
+    /// The device took the MTU (`rte_eth_dev_set_mtu`).
+    Device,
+    /// The driver has no MTU operation (-ENOTSUP): the switch checks frames itself.
+    Switch,
 }
 
 /// Queue layout of a port.
@@ -55,6 +76,10 @@ pub struct PortConfig {
     pub rx_desc: u16,
     /// Descriptors per tx queue (adjusted to the device's limits).
     pub tx_desc: u16,
+    /// Receive a frame larger than one mbuf into a chain (`RTE_ETH_RX_OFFLOAD_SCATTER`).
+    pub rx_scatter: bool,
+    /// Send chained frames (`RTE_ETH_TX_OFFLOAD_MULTI_SEGS`), where the device can.
+    pub tx_multi_seg: bool,
 }
 
 /// Link state.
@@ -191,6 +216,8 @@ pub struct Port {
     // The peer enables the queues (vhost-user): see Gates.
     gated: bool,
     gates: Option<Arc<Gates>>,
+    // The MTU the switch gave the port (the device's, or the one it enforces itself).
+    mtu: Option<u16>,
 }
 
 // SAFETY: the raw rte_device pointer is only passed back to rte_dev_remove from the control
@@ -231,6 +258,7 @@ impl Port {
             watch: None,
             gated: false,
             gates: None,
+            mtu: None,
         };
         port.device = port.raw_info()?.device;
         Ok(port)
@@ -352,12 +380,24 @@ impl Port {
                 .to_string_lossy()
                 .into_owned()
         };
+        // As ethdev's eth_dev_validate_mtu: the frame's overhead is what max_rx_pktlen has
+        // beyond max_mtu, or an Ethernet header and FCS when the driver gives no max_mtu.
+        let overhead = if info.max_mtu != u16::MAX && info.max_rx_pktlen > u32::from(info.max_mtu) {
+            info.max_rx_pktlen - u32::from(info.max_mtu)
+        } else {
+            18
+        };
+        let max = u32::from(info.max_mtu).min(info.max_rx_pktlen.saturating_sub(overhead));
+        let min = u32::from(info.min_mtu).max(64u32.saturating_sub(overhead));
         Ok(PortInfo {
             driver,
             max_rx_queues: info.max_rx_queues,
             max_tx_queues: info.max_tx_queues,
             rss_offloads: info.flow_type_rss_offloads,
             if_index: info.if_index,
+            mtu_range: min..=max,
+            rx_scatter: info.rx_offload_capa & RX_OFFLOAD_SCATTER != 0,
+            tx_multi_seg: info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS != 0,
         })
     }
 
@@ -375,6 +415,12 @@ impl Port {
         if cfg.rx_queues > 1 && rss_hf != 0 {
             conf.rxmode.mq_mode = sys::RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        if cfg.rx_scatter && info.rx_offload_capa & RX_OFFLOAD_SCATTER != 0 {
+            conf.rxmode.offloads |= RX_OFFLOAD_SCATTER;
+        }
+        if cfg.tx_multi_seg && info.tx_offload_capa & TX_OFFLOAD_MULTI_SEGS != 0 {
+            conf.txmode.offloads |= TX_OFFLOAD_MULTI_SEGS;
         }
         // SAFETY: valid port id, stopped; conf is a fully initialised struct DPDK copies.
         let ret = unsafe { sys::rte_eth_dev_configure(id, cfg.rx_queues, cfg.tx_queues, &conf) };
@@ -495,7 +541,8 @@ impl Port {
         let ntx = usize::from(cfg.tx_queues.max(1));
         let shared = tx_users > ntx;
         let max_frame = self
-            .mtu()
+            .mtu
+            .or_else(|| self.mtu())
             .map_or(u32::MAX, |m| u32::from(m) + FRAME_OVERHEAD);
         let locks: Vec<Arc<AtomicBool>> =
             (0..ntx).map(|_| Arc::new(AtomicBool::new(false))).collect();
@@ -505,6 +552,7 @@ impl Port {
                 queue: u16::try_from(u % ntx).expect("queue index fits u16"),
                 lock: shared.then(|| Arc::clone(&locks[u % ntx])),
                 max_frame,
+                chains: cfg.tx_multi_seg,
                 gates: gates.clone().map(|g| (g, u)),
                 _pool: Arc::clone(&pool),
             })
@@ -552,6 +600,30 @@ impl Port {
         // SAFETY: valid port id; mtu is writable.
         let ret = unsafe { sys::rte_eth_dev_get_mtu(self.id().0, &mut mtu) };
         (ret == 0).then_some(mtu)
+    }
+
+    /// Sets the device's MTU (`rte_eth_dev_set_mtu`; the port must be configured). A driver
+    /// without an MTU operation answers that the switch must keep it ([`MtuKeeper::Switch`]);
+    /// a refusal is an error.
+    pub fn set_mtu(&mut self, mtu: u16) -> Result<MtuKeeper, DpdkError> {
+        let id = self.id().0;
+        // SAFETY: a valid, configured port; ethdev validates the value against the driver's
+        // limits before calling the driver.
+        let ret = unsafe { sys::rte_eth_dev_set_mtu(id, mtu) };
+        match ret {
+            0 => {
+                self.mtu = Some(mtu);
+                Ok(MtuKeeper::Device)
+            }
+            r if r == -super::ENOTSUP => {
+                self.mtu = Some(mtu);
+                Ok(MtuKeeper::Switch)
+            }
+            r => Err(DpdkError::from_ret(
+                format!("rte_eth_dev_set_mtu(port {id}, {mtu})"),
+                r,
+            )),
+        }
     }
 
     /// The driver's extended counters (`rte_eth_xstats_get`), by name, in the driver's order.
@@ -785,6 +857,7 @@ pub struct TxQueue {
     queue: u16,
     lock: Option<Arc<AtomicBool>>,
     max_frame: u32,
+    chains: bool,
     // A gated port's queue map, and which user (worker) this handle is.
     gates: Option<(Arc<Gates>, usize)>,
     // Sent mbufs may sit in the tx ring until the device is done with them.
@@ -811,6 +884,12 @@ impl TxQueue {
     /// and two VLAN tags (u32::MAX when it has no MTU).
     pub fn max_frame(&self) -> u32 {
         self.max_frame
+    }
+
+    /// The device sends chained (multi-segment) frames.
+    #[inline(always)]
+    pub fn sends_chains(&self) -> bool {
+        self.chains
     }
 
     /// Sends the batch, emptying it; packets the queue did not take are freed and counted.
