@@ -76,6 +76,55 @@ fn guest_md5(g: &mut Guest, path: &str) -> String {
         .to_owned()
 }
 
+/// 5 MB over TCP, each byte for byte: guest 1 to guest 2 and to the host (HTTP from guest 1's
+/// busybox httpd, guest 1 at 10.99.0.11), and the host (10.99.0.1, in `ns`) to guest 2 (HTTP
+/// from a server in the namespace serving a file in `dir`).
+fn tcp_both_ways(g1: &mut Guest, g2: &mut Guest, ns: &Netns, dir: &Path) {
+    g1.ok(
+        "mkdir -p /www && dd if=/dev/urandom of=/www/data bs=1024 count=5120 2>/dev/null",
+        CMD,
+    );
+    let sum1 = guest_md5(g1, "/www/data");
+    g1.spawn("httpd -f -p 8080 -h /www");
+    g2.ok(
+        "wget -q -O /tmp/from-g1 http://10.99.0.11:8080/data",
+        Duration::from_secs(120),
+    );
+    assert_eq!(guest_md5(g2, "/tmp/from-g1"), sum1, "guest 1 -> guest 2");
+    let host_sum = sh(&ns.exec(
+        "python3 -c \"import hashlib,urllib.request;print(hashlib.md5(urllib.request.urlopen('http://10.99.0.11:8080/data',timeout=120).read()).hexdigest())\"",
+    ));
+    assert_eq!(host_sum.trim(), sum1, "guest 1 -> host");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let blob: Vec<u8> = (0..5u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let blob_sum = sh(&format!("md5sum {}", www.join("blob").display()))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    // `ip netns exec` execs the server itself: killing it kills the server.
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-m", "http.server"])
+        .args(["8081", "--bind", "10.99.0.1", "--directory"])
+        .arg(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    g2.ok(
+        "wget -q -O /tmp/from-host http://10.99.0.1:8081/blob",
+        Duration::from_secs(120),
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(guest_md5(g2, "/tmp/from-host"), blob_sum, "host -> guest 2");
+}
+
 #[test]
 fn guests_on_vm_ports_ping_move_tcp_and_survive_restarts() {
     for tool in ["qemu-system-x86_64", "taskset", "ip", "ping", "python3"] {
@@ -141,68 +190,9 @@ fn guests_on_vm_ports_ping_move_tcp_and_survive_restarts() {
         );
     }
 
-    // 5 MB of TCP: guest 1 to guest 2 and to the host (HTTP from guest 1's busybox httpd),
-    // and the host to guest 2 (HTTP from a server in the namespace), each byte for byte.
+    // 5 MB of TCP: guest 1 to guest 2 and to the host, the host to guest 2, byte for byte.
     let t_tcp = Instant::now();
-    g1.ok(
-        "mkdir -p /www && dd if=/dev/urandom of=/www/data bs=1024 count=5120 2>/dev/null",
-        CMD,
-    );
-    let sum1 = guest_md5(&mut g1, "/www/data");
-    g1.spawn("httpd -f -p 8080 -h /www");
-    g2.ok(
-        "wget -q -O /tmp/from-g1 http://10.99.0.11:8080/data",
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        guest_md5(&mut g2, "/tmp/from-g1"),
-        sum1,
-        "guest 1 -> guest 2"
-    );
-    let host_sum = sh(&ns.exec(
-        "python3 -c \"import hashlib,urllib.request;print(hashlib.md5(urllib.request.urlopen('http://10.99.0.11:8080/data',timeout=120).read()).hexdigest())\"",
-    ));
-    assert_eq!(host_sum.trim(), sum1, "guest 1 -> host");
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let blob: Vec<u8> = (0..5u32 << 20)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(www.join("blob"), &blob).unwrap();
-    let blob_sum = sh(&format!("md5sum {}", www.join("blob").display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    // `ip netns exec` execs the server itself: killing it kills the server.
-    let mut server = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "python3",
-            "-m",
-            "http.server",
-            "8081",
-        ])
-        .args(["--bind", "10.99.0.1", "--directory"])
-        .arg(&www)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    g2.ok(
-        "wget -q -O /tmp/from-host http://10.99.0.1:8081/blob",
-        Duration::from_secs(120),
-    );
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(
-        guest_md5(&mut g2, "/tmp/from-host"),
-        blob_sum,
-        "host -> guest 2"
-    );
+    tcp_both_ways(&mut g1, &mut g2, &ns, dir.path());
     eprintln!("3 x 5 MB of TCP in {:.1} s", t_tcp.elapsed().as_secs_f64());
 
     // Guest 1 killed, and a new one on the same socket: it forwards again at once.
@@ -254,11 +244,7 @@ fn guests_on_vm_ports_ping_move_tcp_and_survive_restarts() {
     guest_reaches(&mut g1, "10.99.0.12", Duration::from_secs(5));
     let done = sw.stop();
     let stats = done.stats.unwrap();
-    assert_eq!(
-        stats["mempool"]["in_use_at_stop"], stats["mempool"]["in_use_at_start"],
-        "{}",
-        stats["mempool"]
-    );
+    assert_no_mbuf_leaked(&stats);
     drop((g1, g2));
     sh_ok(&format!("ip netns del {}", ns.name));
     eprintln!("guest test took {:.1} s", t_all.elapsed().as_secs_f64());
@@ -335,66 +321,13 @@ fn guests_and_a_host_at_mtu_9000_talk_at_full_size() {
     );
 
     // TCP both ways at full size: guest 1 -> guest 2, guest 1 -> host, host -> guest 2.
-    g1.ok(
-        "mkdir -p /www && dd if=/dev/urandom of=/www/data bs=1024 count=5120 2>/dev/null",
-        CMD,
-    );
-    let sum1 = guest_md5(&mut g1, "/www/data");
-    g1.spawn("httpd -f -p 8080 -h /www");
-    g2.ok(
-        "wget -q -O /tmp/from-g1 http://10.99.0.11:8080/data",
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        guest_md5(&mut g2, "/tmp/from-g1"),
-        sum1,
-        "guest 1 -> guest 2"
-    );
-    let host_sum = sh(&ns.exec(
-        "python3 -c \"import hashlib,urllib.request;print(hashlib.md5(urllib.request.urlopen('http://10.99.0.11:8080/data',timeout=120).read()).hexdigest())\"",
-    ));
-    assert_eq!(host_sum.trim(), sum1, "guest 1 -> host");
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let blob: Vec<u8> = (0..5u32 << 20)
-        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
-        .collect();
-    std::fs::write(www.join("blob"), &blob).unwrap();
-    let blob_sum = sh(&format!("md5sum {}", www.join("blob").display()))
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-m", "http.server"])
-        .args(["8081", "--bind", "10.99.0.1", "--directory"])
-        .arg(&www)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    g2.ok(
-        "wget -q -O /tmp/from-host http://10.99.0.1:8081/blob",
-        Duration::from_secs(120),
-    );
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(
-        guest_md5(&mut g2, "/tmp/from-host"),
-        blob_sum,
-        "host -> guest 2"
-    );
+    tcp_both_ways(&mut g1, &mut g2, &ns, dir.path());
     let done = sw.stop();
     let stats = done.stats.unwrap();
     for reason in ["oversize", "egress_oversize", "multi_segment"] {
         assert_eq!(stats["drops"][reason], 0, "{}", stats["drops"]);
     }
-    assert_eq!(
-        stats["mempool"]["in_use_at_stop"], stats["mempool"]["in_use_at_start"],
-        "{}",
-        stats["mempool"]
-    );
+    assert_no_mbuf_leaked(&stats);
     drop((g1, g2));
     sh_ok(&format!("ip netns del {}", ns.name));
     sh_ok(&format!("ip link del {veth_sw}"));

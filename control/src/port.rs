@@ -287,11 +287,16 @@ impl Probed {
             .map_err(PortError::Mempool)
     }
 
-    /// Mbufs the port needs: its descriptors and what a pcap port preloads.
+    /// Mbufs the port needs: its descriptors, times the buffers a frame of its MTU takes, and
+    /// what a pcap port preloads.
     pub fn mbufs(&self) -> u64 {
         let q = &self.queues;
-        u64::from(q.rx_queues) * u64::from(q.rx_desc)
-            + u64::from(q.tx_queues) * u64::from(q.tx_desc)
+        // A frame of the port's MTU takes this many buffers when it is a chain of them.
+        let buffer = u32::from(self.rx_buffer.unwrap_or(DEFAULT_DATA_BYTES));
+        let per_frame = u64::from((self.spec.mtu + FRAME_OVERHEAD).div_ceil(buffer));
+        (u64::from(q.rx_queues) * u64::from(q.rx_desc)
+            + u64::from(q.tx_queues) * u64::from(q.tx_desc))
+            * per_frame
             + crate::pcap::preloaded_frames(&self.spec.devargs)
     }
 

@@ -98,6 +98,28 @@ pub fn remove_runtime_dir(eal: &[String]) {
     }
 }
 
+/// Reads a process's output lines into `log` until one contains `needle` (true), or until
+/// `timeout` (false). A line already in `log` counts.
+fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    log: &mut Vec<String>,
+    needle: &str,
+    timeout: Duration,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    if log.iter().any(|l| l.contains(needle)) {
+        return true;
+    }
+    while let Ok(l) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let hit = l.contains(needle);
+        log.push(l);
+        if hit {
+            return true;
+        }
+    }
+    false
+}
+
 /// A finished run.
 #[derive(Debug)]
 pub struct Finished {
@@ -203,25 +225,11 @@ impl Switch {
 
     /// Waits until a log line contains `needle`; panics with the log after `timeout`.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        if self.log.iter().any(|l| l.contains(needle)) {
-            return;
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(needle);
-                    self.log.push(l);
-                    if hit {
-                        return;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line with {needle:?} within {timeout:?}; log:\n{}",
-                    self.log.join("\n")
-                ),
-            }
+        if !wait_for_line(&self.lines, &mut self.log, needle, timeout) {
+            panic!(
+                "no log line with {needle:?} within {timeout:?}; log:\n{}",
+                self.log.join("\n")
+            );
         }
     }
 
@@ -355,6 +363,15 @@ pub fn run_for(args: &[String], secs: f64) -> Finished {
     a.push(secs.to_string());
     let sw = Switch::start(&a);
     sw.wait(Duration::from_secs_f64(secs + 60.0)).0
+}
+
+/// Asserts that a finished run's mbuf pool was back where it started: no mbuf leaked.
+pub fn assert_no_mbuf_leaked(stats: &Value) {
+    assert_eq!(
+        stats["mempool"]["in_use_at_stop"], stats["mempool"]["in_use_at_start"],
+        "mbufs leaked: {}",
+        stats["mempool"]
+    );
 }
 
 /// Port counters from a stats JSON, by port name.
@@ -1027,25 +1044,11 @@ impl Testpmd {
 
     /// Waits for a line containing `needle`; panics with what it printed after `timeout`.
     pub fn wait_for(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        if self.log.iter().any(|l| l.contains(needle)) {
-            return;
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    let hit = l.contains(needle);
-                    self.log.push(l);
-                    if hit {
-                        return;
-                    }
-                }
-                Err(_) => panic!(
-                    "testpmd printed no {needle:?} within {timeout:?}:\n{}",
-                    self.log.join("\n")
-                ),
-            }
+        if !wait_for_line(&self.lines, &mut self.log, needle, timeout) {
+            panic!(
+                "testpmd printed no {needle:?} within {timeout:?}:\n{}",
+                self.log.join("\n")
+            );
         }
     }
 
