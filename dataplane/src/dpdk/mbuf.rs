@@ -480,11 +480,14 @@ impl TxBatch {
     pub(crate) fn forget_sent(&mut self, sent: usize) -> usize {
         let sent = sent.min(self.len);
         let left = self.len - sent;
-        // SAFETY: slots sent..len hold initialised mbufs; they move to 0..left (an overlapping
-        // copy), and with len set to `left` the slots beyond are never read as packets again.
-        // The first `sent` slots' mbufs belong to DPDK and are overwritten without a drop.
-        unsafe {
-            std::ptr::copy(self.mbufs.as_ptr().add(sent), self.mbufs.as_mut_ptr(), left);
+        if left > 0 && sent > 0 {
+            // SAFETY: slots sent..len hold initialised mbufs; they move to 0..left (an
+            // overlapping copy), and with len set to `left` the slots beyond are never read as
+            // packets again. The first `sent` slots' mbufs belong to DPDK and are overwritten
+            // without a drop.
+            unsafe {
+                std::ptr::copy(self.mbufs.as_ptr().add(sent), self.mbufs.as_mut_ptr(), left);
+            }
         }
         self.len = left;
         sent
