@@ -179,8 +179,9 @@ fn a_guest_running_one_of_four_queues_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let g = mac(1);
     let src = dir.path().join("src.pcap");
-    // Fewer frames than the guest's ring holds: they come in one rush, and a guest that
-    // took none of them yet must still find room for all.
+    // Fewer frames than the guest's ring holds (1024 descriptors, all given to its rx queue:
+    // ethdev's default would be 512): they come in one rush, and a guest that took none of
+    // them yet must still find room for all.
     let frames: Vec<Vec<u8>> = (0..600u16).map(|i| frame(g, mac(0x0a), 100, i)).collect();
     write_pcap(&src, &frames);
     // Two workers; the source's queue is polled by the second, whose own tx queue (1) the
@@ -201,6 +202,7 @@ fn a_guest_running_one_of_four_queues_loses_nothing() {
         &[
             "--forward-mode=io",
             "--no-flush-rx",
+            "--rxd=1024",
             "--rxq=1",
             "--txq=1",
             "--no-lsc-interrupt",
