@@ -132,6 +132,7 @@ struct SflowModel {
     polling_interval: Option<u32>,
     header_bytes: Option<u32>,
     max_datagram: Option<u32>,
+    drop_notifications: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +339,9 @@ pub struct SflowSpec {
     pub header_bytes: u32,
     /// Largest datagram sent, in bytes.
     pub max_datagram: u32,
+    /// Dropped-packet notifications sent a second, at most (0: none); the drops not reported
+    /// are counted in the next notification's `drops`.
+    pub drop_notifications: u32,
 }
 
 /// Sampling rates: 0 (off) or 1-in-N up to 2^24.
@@ -348,6 +352,9 @@ pub const HEADER_BYTES_RANGE: std::ops::RangeInclusive<u32> = 14..=256;
 pub const POLLING_RANGE: std::ops::RangeInclusive<u32> = 0..=3600;
 /// Datagram size: room for one sample with the largest header, up to a jumbo frame.
 pub const DATAGRAM_RANGE: std::ops::RangeInclusive<u32> = 576..=9000;
+/// Dropped-packet notifications a second (0: off). Each costs a header copy on a worker and
+/// a datagram's share on the wire: more than this is a flood of the collector, not a report.
+pub const DROP_NOTIFICATIONS_RANGE: std::ops::RangeInclusive<u32> = 0..=10_000;
 
 fn invalid(origin: &str, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
@@ -750,6 +757,13 @@ impl Config {
                 m.max_datagram.unwrap_or(1400),
                 DATAGRAM_RANGE,
                 "the datagram size in bytes",
+            )?,
+            drop_notifications: check_range(
+                origin,
+                "sflow.drop_notifications",
+                m.drop_notifications.unwrap_or(100),
+                DROP_NOTIFICATIONS_RANGE,
+                "dropped-packet notifications a second (0: off)",
             )?,
         })
     }
@@ -1592,6 +1606,7 @@ mod tests {
             ),
             (256, 20, 128, 1400)
         );
+        assert_eq!(s.drop_notifications, 100, "the default");
         assert_eq!(c.ports[0].sampling_rate, Some(0));
         assert_eq!(
             (c.ports[0].if_index, c.ports[1].if_index),
@@ -1617,6 +1632,14 @@ mod tests {
         );
         assert!(
             e.contains("sflow.header_bytes") && e.contains("14 to 256"),
+            "{e}"
+        );
+        let e = err(
+            "[sflow]\nagent_address = \"192.0.2.1\"\ndrop_notifications = 1000000\n",
+            &["a=net_null0"],
+        );
+        assert!(
+            e.contains("sflow.drop_notifications") && e.contains("0 to 10000"),
             "{e}"
         );
         let e = err(

@@ -163,7 +163,7 @@ pub fn render(ctx: &Context<'_>) -> String {
     let r = ctx.report();
     let mut o = Out(String::with_capacity(8192));
     type PortField = fn(&crate::report::PortReport) -> u64;
-    let port_counters: [(&str, &str, PortField); 11] = [
+    let port_counters: [(&str, &str, PortField); 17] = [
         (
             "rx_packets_total",
             "Frames the switch received on the port.",
@@ -213,6 +213,36 @@ pub fn render(ctx: &Context<'_>) -> String {
             |p| p.tx_dropped,
         ),
         (
+            "rx_unicast_total",
+            "Frames received on the port and forwarded to an individual address (ifInUcastPkts).",
+            |p| p.rx_unicast,
+        ),
+        (
+            "rx_multicast_total",
+            "Frames received on the port and forwarded to a multicast group (ifInMulticastPkts).",
+            |p| p.rx_multicast,
+        ),
+        (
+            "rx_broadcast_total",
+            "Frames received on the port and forwarded to the broadcast address (ifInBroadcastPkts).",
+            |p| p.rx_broadcast,
+        ),
+        (
+            "tx_unicast_total",
+            "Frames to an individual address given the port to send, sent or dropped (ifOutUcastPkts).",
+            |p| p.tx_unicast,
+        ),
+        (
+            "tx_multicast_total",
+            "Frames to a multicast group given the port to send, sent or dropped (ifOutMulticastPkts).",
+            |p| p.tx_multicast,
+        ),
+        (
+            "tx_broadcast_total",
+            "Frames to the broadcast address given the port to send, sent or dropped (ifOutBroadcastPkts).",
+            |p| p.tx_broadcast,
+        ),
+        (
             "sflow_samples_taken_total",
             "Frames received on the port that the sFlow sampler took.",
             |p| p.samples_taken,
@@ -223,6 +253,41 @@ pub fn render(ctx: &Context<'_>) -> String {
         o.family(&name, "counter", help);
         for p in &r.ports {
             o.sample(&name, &[("port", &p.name)], get(p));
+        }
+    }
+    type VlanGet = fn(&crate::report::VlanReport) -> u64;
+    let vlan_counters: [(&str, &str, VlanGet); 5] = [
+        (
+            "octets_total",
+            "Bytes of the frames the bridge forwarded in the VLAN.",
+            |v| v.octets,
+        ),
+        (
+            "unicast_total",
+            "Frames forwarded in the VLAN to an individual address.",
+            |v| v.unicast,
+        ),
+        (
+            "multicast_total",
+            "Frames forwarded in the VLAN to a multicast group.",
+            |v| v.multicast,
+        ),
+        (
+            "broadcast_total",
+            "Frames forwarded in the VLAN to the broadcast address.",
+            |v| v.broadcast,
+        ),
+        (
+            "discards_total",
+            "Frames admitted into the VLAN and dropped.",
+            |v| v.discards,
+        ),
+    ];
+    for (suffix, help, get) in vlan_counters {
+        let name = format!("pmdswitch_vlan_{suffix}");
+        o.family(&name, "counter", help);
+        for (vlan, v) in &r.vlans {
+            o.sample(&name, &[("vlan", &vlan.to_string())], get(v));
         }
     }
     o.family(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use dataplane::dpdk::{
-    DpdkError, EventSender, Mempool, MtuKeeper, Port, PortConfig, PortInfo, VhostGuest,
+    DpdkError, EventSender, Mempool, MtuKeeper, Port, PortConfig, PortInfo, PortStats, VhostGuest,
     DEFAULT_DATA_BYTES,
 };
 use dataplane::stats::{Counters, PortCounter};
@@ -101,6 +101,86 @@ impl SwitchPort {
     pub fn counter(&self, totals: &Counters, c: PortCounter) -> u64 {
         let idx = self.port.id().index();
         totals.port(idx, c).saturating_sub(self.base.port(idx, c))
+    }
+
+    /// Its interface counters (RFC 2863), from the workers' `totals` and the device's `dev`.
+    pub fn if_counters(&self, totals: &Counters, dev: &PortStats) -> IfCounters {
+        let count = |c| self.counter(totals, c);
+        IfCounters::new(
+            [
+                count(PortCounter::RxPackets),
+                count(PortCounter::RxDropped),
+                count(PortCounter::InMulticast),
+                count(PortCounter::InBroadcast),
+            ],
+            [
+                count(PortCounter::TxPackets),
+                count(PortCounter::TxDropped),
+                count(PortCounter::OutMulticast),
+                count(PortCounter::OutBroadcast),
+            ],
+            dev,
+        )
+    }
+}
+
+/// A port's interface counters as RFC 2863 (IF-MIB) defines them, and sFlow's generic interface
+/// record carries them. Frames in: each one received is delivered (unicast, multicast or
+/// broadcast), discarded, or in error. Frames out: each one the switch gave the port to send
+/// is counted by its destination, sent or not; those not sent are also discards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IfCounters {
+    /// Bytes received (the device's count).
+    pub in_octets: u64,
+    /// Frames received and forwarded to an individual address.
+    pub in_ucast: u64,
+    /// Frames received and forwarded to a multicast group.
+    pub in_multicast: u64,
+    /// Frames received and forwarded to the broadcast address.
+    pub in_broadcast: u64,
+    /// Frames received and dropped without error: by the device for want of a descriptor or
+    /// an mbuf, and by the switch for every reason it counts.
+    pub in_discards: u64,
+    /// Frames the device received in error.
+    pub in_errors: u64,
+    /// Bytes sent (the device's count).
+    pub out_octets: u64,
+    /// Frames to an individual address given the port to send.
+    pub out_ucast: u64,
+    /// Frames to a multicast group given the port to send.
+    pub out_multicast: u64,
+    /// Frames to the broadcast address given the port to send.
+    pub out_broadcast: u64,
+    /// Frames given the port that it did not send (egress drops of every reason).
+    pub out_discards: u64,
+    /// Frames the device failed to send.
+    pub out_errors: u64,
+}
+
+impl IfCounters {
+    /// From the switch's counts `[received, dropped, multicast, broadcast]` in and
+    /// `[sent, dropped, multicast, broadcast]` out, and the device's. Unicast is what is left:
+    /// the workers count only group-addressed frames, which take the full path anyway.
+    pub fn new(rx: [u64; 4], tx: [u64; 4], dev: &PortStats) -> IfCounters {
+        let [received, rx_dropped, in_multicast, in_broadcast] = rx;
+        let [sent, tx_dropped, out_multicast, out_broadcast] = tx;
+        IfCounters {
+            in_octets: dev.ibytes,
+            // Counters are published together but read per worker: never below zero.
+            in_ucast: received
+                .saturating_sub(rx_dropped)
+                .saturating_sub(in_multicast + in_broadcast),
+            in_multicast,
+            in_broadcast,
+            in_discards: dev.imissed + dev.rx_nombuf + rx_dropped,
+            in_errors: dev.ierrors,
+            out_octets: dev.obytes,
+            out_ucast: (sent + tx_dropped).saturating_sub(out_multicast + out_broadcast),
+            out_multicast,
+            out_broadcast,
+            out_discards: tx_dropped,
+            out_errors: dev.oerrors,
+        }
     }
 }
 
@@ -375,5 +455,46 @@ impl Probed {
             own_pool: None,
             vm,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unicast_is_what_is_left_of_every_frame() {
+        let dev = PortStats {
+            ibytes: 1000,
+            obytes: 2000,
+            imissed: 3,
+            rx_nombuf: 4,
+            ierrors: 5,
+            oerrors: 6,
+            ..PortStats::default()
+        };
+        // 100 received: 10 dropped, 7 multicast, 2 broadcast; 50 given to send: 5 not sent,
+        // 20 multicast, 1 broadcast.
+        let c = IfCounters::new([100, 10, 7, 2], [45, 5, 20, 1], &dev);
+        assert_eq!(
+            (c.in_ucast, c.in_multicast, c.in_broadcast, c.in_discards),
+            (81, 7, 2, 10 + 3 + 4)
+        );
+        assert_eq!(
+            (
+                c.out_ucast,
+                c.out_multicast,
+                c.out_broadcast,
+                c.out_discards
+            ),
+            (29, 20, 1, 5)
+        );
+        assert_eq!(
+            (c.in_octets, c.out_octets, c.in_errors, c.out_errors),
+            (1000, 2000, 5, 6)
+        );
+        // Read mid-publish, the group counts may run ahead: unicast stays at zero.
+        let c = IfCounters::new([1, 0, 2, 0], [0, 0, 3, 0], &dev);
+        assert_eq!((c.in_ucast, c.out_ucast), (0, 0));
     }
 }

@@ -10,7 +10,9 @@ use serde::Serialize;
 use dataplane::dpdk::{self, Mempool, PortStats};
 use dataplane::fdb::Fdb;
 use dataplane::forward::DropReason;
-use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
+use dataplane::stats::{
+    Counters, PortCounter, VlanCounter, VlanCounts, WorkerCounter, WorkerStats,
+};
 
 use crate::port::SwitchPort;
 
@@ -35,6 +37,8 @@ pub struct Report {
     pub mempool: MempoolReport,
     /// The sFlow agent, when configured.
     pub sflow: Option<crate::sflow::agent::AgentStats>,
+    /// Per VLAN id that carried a frame: what the bridge received into it.
+    pub vlans: BTreeMap<u16, VlanReport>,
     #[serde(skip)]
     totals: Counters,
 }
@@ -70,6 +74,18 @@ pub struct PortReport {
     pub tx_packets: u64,
     /// Frames for it that its tx queue refused.
     pub tx_dropped: u64,
+    /// Frames received and forwarded to an individual address (RFC 2863 ifInUcastPkts).
+    pub rx_unicast: u64,
+    /// Frames received and forwarded to a multicast group (ifInMulticastPkts).
+    pub rx_multicast: u64,
+    /// Frames received and forwarded to the broadcast address (ifInBroadcastPkts).
+    pub rx_broadcast: u64,
+    /// Frames to an individual address given it to send, sent or dropped (ifOutUcastPkts).
+    pub tx_unicast: u64,
+    /// Frames to a multicast group given it to send (ifOutMulticastPkts).
+    pub tx_multicast: u64,
+    /// Frames to the broadcast address given it to send (ifOutBroadcastPkts).
+    pub tx_broadcast: u64,
     /// Frames received on it that the sFlow sampler took.
     pub samples_taken: u64,
     /// Of those, samples lost because a sample ring was full.
@@ -128,6 +144,42 @@ impl VhostReport {
                 .guest
                 .map_or_else(Vec::new, |g| crate::vhost::feature_names(g.features)),
         })
+    }
+}
+
+/// One VLAN: the frames the bridge received into it (sFlow's VLAN counter record).
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct VlanReport {
+    /// Bytes of the frames forwarded in it.
+    pub octets: u64,
+    /// Frames forwarded to an individual address.
+    pub unicast: u64,
+    /// Frames forwarded to a multicast group.
+    pub multicast: u64,
+    /// Frames forwarded to the broadcast address.
+    pub broadcast: u64,
+    /// Frames admitted into it and dropped.
+    pub discards: u64,
+}
+
+impl VlanReport {
+    /// Every VLAN of `counts`.
+    pub fn all(counts: &VlanCounts) -> BTreeMap<u16, VlanReport> {
+        counts
+            .0
+            .iter()
+            .map(|(&vlan, v)| {
+                let get = |c: VlanCounter| v[c as usize];
+                let r = VlanReport {
+                    octets: get(VlanCounter::Octets),
+                    unicast: get(VlanCounter::Unicast),
+                    multicast: get(VlanCounter::Multicast),
+                    broadcast: get(VlanCounter::Broadcast),
+                    discards: get(VlanCounter::Discards),
+                };
+                (vlan, r)
+            })
+            .collect()
     }
 }
 
@@ -284,12 +336,14 @@ pub struct Inputs<'a> {
 /// Collects the report from the workers' counters and the ports' device stats.
 pub fn build(i: Inputs<'_>) -> Report {
     let mut totals = Counters::default();
+    let mut vlans = VlanCounts::default();
     let workers = i
         .workers
         .iter()
         .map(|w| {
             let c = w.snapshot();
             totals.accumulate(&c);
+            vlans.accumulate(&w.vlan_snapshot());
             WorkerReport::new(w.lcore(), &c, &w.cycles_per_burst())
         })
         .collect();
@@ -300,6 +354,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             // A port id can be reused after a port left: its figures start at its own start.
             let count = |c| sp.counter(&totals, c);
             let d = sp.port.stats().unwrap_or_default();
+            let ifc = sp.if_counters(&totals, &d);
             PortReport {
                 name: sp.spec.name.clone(),
                 port_id: sp.port.id().0,
@@ -314,6 +369,12 @@ pub fn build(i: Inputs<'_>) -> Report {
                 tx_errors: d.oerrors,
                 tx_packets: count(PortCounter::TxPackets),
                 tx_dropped: count(PortCounter::TxDropped),
+                rx_unicast: ifc.in_ucast,
+                rx_multicast: ifc.in_multicast,
+                rx_broadcast: ifc.in_broadcast,
+                tx_unicast: ifc.out_ucast,
+                tx_multicast: ifc.out_multicast,
+                tx_broadcast: ifc.out_broadcast,
                 samples_taken: count(PortCounter::SamplesTaken),
                 samples_lost: count(PortCounter::SamplesLost),
                 mac_moves_in: count(PortCounter::MacMovesIn),
@@ -358,6 +419,7 @@ pub fn build(i: Inputs<'_>) -> Report {
             // Filled in by the caller once the ports are closed.
             in_use_after_close: 0,
         },
+        vlans: VlanReport::all(&vlans),
         totals,
     }
 }

@@ -4,13 +4,15 @@
 //! builds it and tears it down.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::dpdk::{EventSender, Mempool, PortEvent, RingConsumer};
 use dataplane::fdb::Fdb;
-use dataplane::sample::{SampleRecord, Sampler};
-use dataplane::stats::{Counters, WorkerStats};
+use dataplane::forward::DropReason;
+use dataplane::sample::{DropRecord, SampleRecord, Sampler};
+use dataplane::stats::{Counters, VlanCounts, WorkerStats};
 use dataplane::worker::{BridgeCell, MoveEvent, WorkerCommand};
 
 use crate::config::{Config, PortSpec, Source};
@@ -84,6 +86,10 @@ pub struct Parts {
     pub sample_rings: Vec<RingConsumer<SampleRecord>>,
     /// The control thread's ends of the workers' MAC move rings.
     pub move_rings: Vec<RingConsumer<MoveEvent>>,
+    /// The control thread's ends of the workers' drop rings (sFlow drop notifications).
+    pub drop_rings: Vec<RingConsumer<DropRecord>>,
+    /// Drop notifications a second each worker may offer (0 while sFlow or they are off).
+    pub drop_budget: Arc<AtomicU32>,
     /// Who polls which rx queue.
     pub rxqs: Vec<RxqAssignment>,
     /// The configuration at start.
@@ -151,6 +157,9 @@ impl Runtime {
                 agent: None,
                 rings: p.sample_rings,
                 buf: vec![SampleRecord::default(); 256],
+                drop_rings: p.drop_rings,
+                drop_buf: vec![DropRecord::default(); 64],
+                drop_budget: p.drop_budget,
             },
             edge: EdgeState {
                 moves: MoveTracker::new(&p.config.bridge),
@@ -180,6 +189,15 @@ impl Runtime {
     /// Every worker's counters, summed.
     pub fn totals(&self) -> Counters {
         sum_counters(&self.stats)
+    }
+
+    /// Every worker's per-VLAN counts, summed.
+    pub fn vlan_totals(&self) -> VlanCounts {
+        let mut all = VlanCounts::default();
+        for s in &self.stats {
+            all.accumulate(&s.vlan_snapshot());
+        }
+        all
     }
 
     /// The sFlow agent's counts, when sFlow is on.
@@ -255,6 +273,7 @@ impl Runtime {
     /// (Re)starts the sFlow agent for the configuration in force.
     pub fn start_agent(&mut self) -> Result<(), String> {
         let Some(spec) = self.config.sflow.clone() else {
+            self.sflow.drop_budget.store(0, Ordering::Relaxed);
             if self.sflow.agent.take().is_some() {
                 log::info!("sFlow: off");
             }
@@ -267,6 +286,7 @@ impl Runtime {
                 port_id: sp.id(),
                 if_index: sp.spec.if_index,
                 sampling_rate: self.sampling_rate_of(&sp.spec),
+                name: sp.spec.name.clone(),
             })
             .collect();
         let result = match self.sflow.agent.as_mut() {
@@ -276,12 +296,16 @@ impl Runtime {
             }),
         };
         result.map_err(|e| e.to_string())?;
+        self.sflow
+            .drop_budget
+            .store(spec.drop_notifications, Ordering::Relaxed);
         log::info!(
-            "sFlow: agent {}, collectors {:?}, sampling 1-in-{} (per-port overrides apply), counters every {} s",
+            "sFlow: agent {}, collectors {:?}, sampling 1-in-{} (per-port overrides apply), counters every {} s, up to {} drop notifications a second",
             spec.agent_address,
             spec.collectors,
             spec.sampling_rate,
-            spec.polling_interval
+            spec.polling_interval,
+            spec.drop_notifications
         );
         Ok(())
     }
@@ -644,13 +668,17 @@ impl Runtime {
         self.fdb.set_now(now);
         let totals = self.totals();
         self.sflow.drain(&totals);
+        let vlans = if self.sflow.agent.is_some() {
+            self.vlan_totals()
+        } else {
+            VlanCounts::default()
+        };
         if let Some(agent) = self.sflow.agent.as_mut() {
             let ports = &self.ports;
-            agent.tick(&totals, |id| {
-                ports
-                    .iter()
-                    .find(|sp| sp.id() == id)
-                    .and_then(|sp| sp.port.stats().ok().map(|st| (st, sp.port.link())))
+            agent.tick(&vlans, |id| {
+                let sp = ports.iter().find(|sp| sp.id() == id)?;
+                let dev = sp.port.stats().ok()?;
+                Some((sp.if_counters(&totals, &dev), sp.port.link()))
             });
         }
         self.edge.drain(&self.ports, &self.fdb);
@@ -716,16 +744,19 @@ impl EdgeState {
     }
 }
 
-/// The sFlow agent (when on), the control thread's ends of the workers' sample rings, and the
-/// buffer records are drained into (allocated once, reused every tick).
+/// The sFlow agent (when on), the control thread's ends of the workers' sample and drop rings,
+/// and the buffers records are drained into (allocated once, reused every tick).
 struct SflowExport {
     agent: Option<Agent>,
     rings: Vec<RingConsumer<SampleRecord>>,
     buf: Vec<SampleRecord>,
+    drop_rings: Vec<RingConsumer<DropRecord>>,
+    drop_buf: Vec<DropRecord>,
+    drop_budget: Arc<AtomicU32>,
 }
 
 impl SflowExport {
-    /// Moves every waiting sample record from the workers' rings into the agent.
+    /// Moves every waiting sample and drop record from the workers' rings into the agent.
     fn drain(&mut self, totals: &Counters) {
         for (w, ring) in self.rings.iter_mut().enumerate() {
             loop {
@@ -735,6 +766,18 @@ impl SflowExport {
                 }
                 if let Some(agent) = self.agent.as_mut() {
                     agent.on_samples(w, &self.buf[..n], totals);
+                }
+            }
+        }
+        let dropped: u64 = DropReason::ALL.iter().map(|&r| totals.drops(r)).sum();
+        for ring in self.drop_rings.iter_mut() {
+            loop {
+                let n = ring.dequeue_burst(&mut self.drop_buf);
+                if n == 0 {
+                    break;
+                }
+                if let Some(agent) = self.agent.as_mut() {
+                    agent.on_drops(&self.drop_buf[..n], dropped);
                 }
             }
         }

@@ -3,16 +3,16 @@
 //! state lives in [`crate::runtime`].
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dataplane::dpdk::{self, spsc_ring, DpdkError, Eal, LcoreId, Mempool, BURST_SIZE, MAX_PORTS};
 use dataplane::fdb::Fdb;
 use dataplane::forward::BridgeView;
-use dataplane::sample::{SampleRecord, Sampler};
+use dataplane::sample::{DropRecord, SampleRecord, Sampler};
 use dataplane::stats::{Counters, PortCounter, WorkerCounter, WorkerStats};
-use dataplane::worker::{BridgeCell, MoveEvent, Sampling, Worker};
+use dataplane::worker::{BridgeCell, DropReporting, MoveEvent, Sampling, Worker};
 
 use crate::config::{Config, Source};
 use crate::ctl;
@@ -27,6 +27,9 @@ const TICK: Duration = Duration::from_millis(10);
 const SAMPLE_RING: u32 = 4096;
 /// MAC move reports each worker's ring holds between two control ticks.
 const MOVE_RING: u32 = 1024;
+/// Drop records per worker ring: a second's budget at most is offered, the control thread
+/// drains it every tick.
+const DROP_RING: u32 = 1024;
 
 /// Why the switch could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -228,7 +231,10 @@ fn run_with_eal(
     let mut workers = Vec::with_capacity(nworkers);
     let mut sample_rings = Vec::with_capacity(nworkers);
     let mut move_rings = Vec::with_capacity(nworkers);
+    let mut drop_rings = Vec::with_capacity(nworkers);
     let mut commands = Vec::with_capacity(nworkers);
+    // Dropped-packet notifications a second each worker may offer; the runtime sets it.
+    let drop_budget = Arc::new(AtomicU32::new(0));
     for (&lcore, st) in lcores.iter().zip(&stats) {
         let ring_err = |what: &'static str| move |source| SwitchError::Ring { what, source };
         let (samples, sample_rx) =
@@ -236,6 +242,8 @@ fn run_with_eal(
                 .map_err(ring_err("sFlow sample ring"))?;
         let (moves, moves_rx) = spsc_ring::<MoveEvent>(&format!("moves_{lcore}"), MOVE_RING)
             .map_err(ring_err("MAC move ring"))?;
+        let (drops, drops_rx) = spsc_ring::<DropRecord>(&format!("drops_{lcore}"), DROP_RING)
+            .map_err(ring_err("sFlow drop ring"))?;
         let (tx, rx) = crossbeam_channel::unbounded();
         workers.push(Worker {
             lcore,
@@ -255,10 +263,19 @@ fn run_with_eal(
             }),
             pool: Arc::clone(&pool),
             moves: Some(moves),
+            drops: Some(DropReporting {
+                ring: drops,
+                budget: Arc::clone(&drop_budget),
+                header_bytes: config
+                    .sflow
+                    .as_ref()
+                    .map_or(128, |s| s.header_bytes as usize),
+            }),
             commands: rx,
         });
         sample_rings.push(sample_rx);
         move_rings.push(moves_rx);
+        drop_rings.push(drops_rx);
         commands.push(tx);
     }
 
@@ -304,6 +321,8 @@ fn run_with_eal(
         commands,
         sample_rings,
         move_rings,
+        drop_rings,
+        drop_budget,
         rxqs,
         config: config.clone(),
         source,

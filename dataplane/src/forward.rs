@@ -137,7 +137,7 @@ impl DropReason {
             DropReason::TxFull => 259,            // no_buffer_space
             DropReason::VlanTagMismatch => 264,   // vlan_tag_mismatch
             DropReason::IngressVlanFilter => 265, // ingress_vlan_filter
-            DropReason::EgressVlanFilter => 264,  // vlan_tag_mismatch
+            DropReason::EgressVlanFilter => 301,  // egress_vlan_filter
             DropReason::SrcMacNotAllowed => 258,  // acl
             DropReason::MacLimit => 258,          // acl
             DropReason::BpduGuard => 266,         // ingress_spanning_tree_filter
@@ -754,11 +754,34 @@ impl Prepared {
         self.src
     }
 
+    /// What the destination address is: one station's, a multicast group's or broadcast.
+    #[inline(always)]
+    pub fn dst_cast(&self) -> Cast {
+        if !mac_is_multicast(self.dst) {
+            Cast::Unicast
+        } else if self.dst == BROADCAST {
+            Cast::Broadcast
+        } else {
+            Cast::Multicast
+        }
+    }
+
     /// The 802.1p priority it arrived with (0 when untagged).
     #[inline(always)]
     pub fn pcp(&self) -> u8 {
         self.tci.map_or(0, |t| t.pcp())
     }
+}
+
+/// A destination address by kind, as interface counters split frames (RFC 2863).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cast {
+    /// An individual address (I/G bit clear).
+    Unicast,
+    /// A group address other than broadcast.
+    Multicast,
+    /// FF:FF:FF:FF:FF:FF.
+    Broadcast,
 }
 
 /// A frame without a VLAN tag.

@@ -6,7 +6,7 @@
 //! [1, 2N-1] (mean N), as sFlow requires: an every-Nth sampler aliases with periodic traffic.
 #![forbid(unsafe_code)]
 
-use crate::forward::Action;
+use crate::forward::{Action, DropReason};
 
 /// Most header bytes a sample carries (sFlow's customary default is 128).
 pub const MAX_HEADER: usize = 256;
@@ -120,6 +120,78 @@ impl SampleRecord {
             1 => SampledOutput::Flood(self.output_value),
             _ => SampledOutput::Dropped(self.output_value),
         }
+    }
+
+    /// The header bytes kept.
+    pub fn header(&self) -> &[u8] {
+        &self.header[..usize::from(self.header_len)]
+    }
+}
+
+/// No port: a dropped frame's input or output that is not known (or there is none).
+pub const NO_PORT: u16 = u16::MAX;
+
+/// A dropped frame, for sFlow's dropped-packet notification (`sflow_drops.txt`): where it came
+/// from and was going, why it was dropped, and its first bytes. Plain data, copied through a
+/// ring; a worker sends at most its per-second budget of them.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct DropRecord {
+    /// Length of the whole frame (no FCS).
+    pub frame_len: u32,
+    /// The ingress port id ([`NO_PORT`]: not known).
+    pub input: u16,
+    /// The egress port id it was dropped at ([`NO_PORT`]: none, dropped on the way in).
+    pub output: u16,
+    /// Why: the [`DropReason`] index.
+    pub reason: u16,
+    /// How many header bytes are valid.
+    pub header_len: u16,
+    /// The frame's first bytes.
+    pub header: [u8; MAX_HEADER],
+}
+
+const _: () = assert!(std::mem::size_of::<DropRecord>().is_multiple_of(4));
+
+impl Default for DropRecord {
+    fn default() -> Self {
+        DropRecord {
+            frame_len: 0,
+            input: NO_PORT,
+            output: NO_PORT,
+            reason: 0,
+            header_len: 0,
+            header: [0; MAX_HEADER],
+        }
+    }
+}
+
+impl DropRecord {
+    /// A record of `header` (the frame's first bytes, as many as wanted) for a frame of
+    /// `frame_len` bytes dropped for `reason`.
+    pub fn new(
+        header: &[u8],
+        frame_len: u32,
+        input: u16,
+        output: u16,
+        reason: DropReason,
+    ) -> DropRecord {
+        let n = header.len().min(MAX_HEADER);
+        let mut r = DropRecord {
+            frame_len,
+            input,
+            output,
+            reason: reason as u16,
+            header_len: n as u16,
+            header: [0; MAX_HEADER],
+        };
+        r.header[..n].copy_from_slice(&header[..n]);
+        r
+    }
+
+    /// Why the frame was dropped (None: a reason index this build does not know).
+    pub fn reason(&self) -> Option<DropReason> {
+        DropReason::ALL.get(usize::from(self.reason)).copied()
     }
 
     /// The header bytes kept.
@@ -249,6 +321,29 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn drop_record_keeps_ports_reason_and_header() {
+        let frame: Vec<u8> = (0..=255u8).chain(0..=255u8).collect();
+        let r = DropRecord::new(&frame[..128], 512, 3, NO_PORT, DropReason::SameSegment);
+        assert_eq!(r.header(), &frame[..128]);
+        assert_eq!((r.frame_len, r.input, r.output), (512, 3, NO_PORT));
+        assert_eq!(r.reason(), Some(DropReason::SameSegment));
+        let all = DropRecord::new(&frame, 512, 1, 2, DropReason::TxFull);
+        assert_eq!(
+            all.header().len(),
+            MAX_HEADER,
+            "never more than a record holds"
+        );
+        for reason in DropReason::ALL {
+            assert_eq!(DropRecord::new(&[], 0, 0, 0, reason).reason(), Some(reason));
+        }
+        let garbage = DropRecord {
+            reason: 999,
+            ..DropRecord::default()
+        };
+        assert_eq!(garbage.reason(), None);
+    }
 
     #[test]
     fn samples_one_in_n_on_average() {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 
 use crate::dpdk::MAX_PORTS;
-use crate::forward::DropReason;
+use crate::forward::{Cast, DropReason, VLAN_IDS};
 
 /// Worker-wide counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl WorkerCounter {
 
 // The counts are kept by hand: a variant added without them fails to compile here.
 const _: () = assert!(WorkerCounter::FlowCacheHits as usize + 1 == WorkerCounter::COUNT);
-const _: () = assert!(PortCounter::BpduDropped as usize + 1 == PortCounter::COUNT);
+const _: () = assert!(PortCounter::OutBroadcast as usize + 1 == PortCounter::COUNT);
 const _: () = assert!(DropReason::LinkDown as usize + 1 == DropReason::COUNT);
 
 /// Per-port counters, kept by every worker for every port.
@@ -77,11 +77,21 @@ pub enum PortCounter {
     MacMovesIn,
     /// BPDUs dropped by the port's bpdu_guard.
     BpduDropped,
+    /// Frames received on the port and forwarded whose destination is a multicast (group, not
+    /// broadcast) address: RFC 2863's ifInMulticastPkts, which counts no discarded frame.
+    InMulticast,
+    /// Frames received on the port and forwarded to the broadcast address (ifInBroadcastPkts).
+    InBroadcast,
+    /// Frames to a multicast address the switch gave the port to send, sent or dropped on the
+    /// way out (RFC 2863's ifOutMulticastPkts counts those "discarded or not sent" too).
+    OutMulticast,
+    /// Frames to the broadcast address given the port to send (ifOutBroadcastPkts).
+    OutBroadcast,
 }
 
 impl PortCounter {
     /// Number of per-port counters.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 13;
 }
 
 const DROPS_BASE: usize = WorkerCounter::COUNT;
@@ -112,6 +122,10 @@ pub struct WorkerStats {
     cycles_per_burst: Mutex<Histogram<u64>>,
     /// Commands from the control thread this worker has applied (its reload handshake).
     applied: AtomicU64,
+    /// Per VLAN id, [`VlanCounter`]s; only VLANs marked in `vlans_seen` are written.
+    vlans: Box<[[AtomicU64; VlanCounter::COUNT]]>,
+    /// One bit per VLAN id that has carried a frame through this worker.
+    vlans_seen: [AtomicU64; VLAN_IDS / 64],
 }
 
 impl WorkerStats {
@@ -122,7 +136,26 @@ impl WorkerStats {
             vals: std::array::from_fn(|_| AtomicU64::new(0)),
             cycles_per_burst: Mutex::new(cycles_histogram()),
             applied: AtomicU64::new(0),
+            vlans: (0..VLAN_IDS)
+                .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
+            vlans_seen: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// The per-VLAN counters as last published, for every VLAN that carried a frame.
+    pub fn vlan_snapshot(&self) -> VlanCounts {
+        let mut out = VlanCounts::default();
+        for (word, seen) in self.vlans_seen.iter().enumerate() {
+            let mut bits = seen.load(Ordering::Acquire);
+            while bits != 0 {
+                let vlan = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let v = std::array::from_fn(|k| self.vlans[vlan][k].load(Ordering::Relaxed));
+                out.0.insert(vlan as u16, v);
+            }
+        }
+        out
     }
 
     /// Commands the worker has applied so far.
@@ -266,9 +299,148 @@ impl Counters {
     }
 }
 
+/// Per-VLAN counters (sFlow's VLAN counter record, `sflow_version_5.txt` counter format 5),
+/// for frames the bridge received into a VLAN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VlanCounter {
+    /// Bytes of the frames forwarded in the VLAN (no FCS).
+    Octets,
+    /// Frames forwarded to an individual address.
+    Unicast,
+    /// Frames forwarded to a multicast group.
+    Multicast,
+    /// Frames forwarded to the broadcast address.
+    Broadcast,
+    /// Frames admitted into the VLAN and then dropped (any reason).
+    Discards,
+}
+
+impl VlanCounter {
+    /// Number of per-VLAN counters.
+    pub const COUNT: usize = 5;
+}
+
+const _: () = assert!(VlanCounter::Discards as usize + 1 == VlanCounter::COUNT);
+
+/// A worker's private per-VLAN tally: plain integers, published at housekeeping for the VLANs
+/// that carried a frame (a bitmap, so publishing costs nothing for VLANs never seen).
+pub struct VlanTally {
+    vals: Box<[[u64; VlanCounter::COUNT]]>,
+    seen: [u64; VLAN_IDS / 64],
+}
+
+impl Default for VlanTally {
+    fn default() -> Self {
+        VlanTally {
+            vals: vec![[0; VlanCounter::COUNT]; VLAN_IDS].into_boxed_slice(),
+            seen: [0; VLAN_IDS / 64],
+        }
+    }
+}
+
+impl VlanTally {
+    /// Counts a frame of `bytes` forwarded in `vlan` to a destination of kind `cast`, and
+    /// marks the VLAN seen (the full path; a flow-cache hit uses [`VlanTally::unicast`]).
+    #[inline(always)]
+    pub fn forwarded(&mut self, vlan: u16, bytes: u32, cast: Cast) {
+        let v = usize::from(vlan) & (VLAN_IDS - 1);
+        let kind = match cast {
+            Cast::Unicast => VlanCounter::Unicast,
+            Cast::Multicast => VlanCounter::Multicast,
+            Cast::Broadcast => VlanCounter::Broadcast,
+        };
+        self.vals[v][VlanCounter::Octets as usize] += u64::from(bytes);
+        self.vals[v][kind as usize] += 1;
+        self.seen[v / 64] |= 1 << (v % 64);
+    }
+
+    /// Counts a unicast frame of `bytes` in a VLAN already seen (a flow-cache hit: the full
+    /// path decided, and marked, its conversation before).
+    #[inline(always)]
+    pub fn unicast(&mut self, vlan: u16, bytes: u32) {
+        let v = &mut self.vals[usize::from(vlan) & (VLAN_IDS - 1)];
+        v[VlanCounter::Octets as usize] += u64::from(bytes);
+        v[VlanCounter::Unicast as usize] += 1;
+    }
+
+    /// Counts a frame admitted into `vlan` and dropped.
+    #[inline(always)]
+    pub fn discarded(&mut self, vlan: u16) {
+        let v = usize::from(vlan) & (VLAN_IDS - 1);
+        self.vals[v][VlanCounter::Discards as usize] += 1;
+        self.seen[v / 64] |= 1 << (v % 64);
+    }
+
+    /// Copies the seen VLANs' counts to the worker's shared block (single writer).
+    pub fn publish(&self, to: &WorkerStats) {
+        for (word, &bits) in self.seen.iter().enumerate() {
+            let mut left = bits;
+            while left != 0 {
+                let v = word * 64 + left.trailing_zeros() as usize;
+                left &= left - 1;
+                for (dst, &n) in to.vlans[v].iter().zip(self.vals[v].iter()) {
+                    dst.store(n, Ordering::Relaxed);
+                }
+            }
+            // After the counts: a reader that sees the bit sees them.
+            to.vlans_seen[word].store(bits, Ordering::Release);
+        }
+    }
+}
+
+/// Per-VLAN counts by VLAN id, of the VLANs that carried a frame: one worker's, or summed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VlanCounts(pub std::collections::BTreeMap<u16, [u64; VlanCounter::COUNT]>);
+
+impl VlanCounts {
+    /// Adds `other`'s counts to these.
+    pub fn accumulate(&mut self, other: &VlanCounts) {
+        for (vlan, v) in &other.0 {
+            let mine = self.0.entry(*vlan).or_default();
+            for (a, b) in mine.iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+    }
+
+    /// One counter of one VLAN (0 for a VLAN never seen).
+    pub fn get(&self, vlan: u16, c: VlanCounter) -> u64 {
+        self.0.get(&vlan).map_or(0, |v| v[c as usize])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vlan_counts_publish_only_seen_vlans_and_sum() {
+        let a = WorkerStats::new(1);
+        let b = WorkerStats::new(2);
+        let mut ta = VlanTally::default();
+        ta.forwarded(10, 100, Cast::Unicast);
+        ta.unicast(10, 60);
+        ta.forwarded(10, 64, Cast::Broadcast);
+        ta.forwarded(4095, 70, Cast::Multicast);
+        ta.discarded(20);
+        ta.publish(&a);
+        let mut tb = VlanTally::default();
+        tb.forwarded(10, 1000, Cast::Multicast);
+        tb.publish(&b);
+        let mut sum = a.vlan_snapshot();
+        assert_eq!(sum.0.keys().copied().collect::<Vec<_>>(), [10, 20, 4095]);
+        sum.accumulate(&b.vlan_snapshot());
+        assert_eq!(sum.get(10, VlanCounter::Octets), 1224);
+        assert_eq!(sum.get(10, VlanCounter::Unicast), 2);
+        assert_eq!(sum.get(10, VlanCounter::Multicast), 1);
+        assert_eq!(sum.get(10, VlanCounter::Broadcast), 1);
+        assert_eq!(sum.get(20, VlanCounter::Discards), 1);
+        assert_eq!(sum.get(20, VlanCounter::Octets), 0);
+        assert_eq!(sum.get(4095, VlanCounter::Multicast), 1);
+        assert_eq!(sum.get(7, VlanCounter::Octets), 0);
+        assert!(!sum.0.contains_key(&7));
+    }
 
     #[test]
     fn publish_and_sum() {

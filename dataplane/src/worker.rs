@@ -6,24 +6,26 @@
 //! tally and are published every [`HOUSEKEEPING_INTERVAL`] iterations. The bridge's
 //! configuration is a snapshot the worker checks for (one atomic load) before every poll round.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache};
 
 use crate::dpdk::{
     tsc, tsc_hz, Burst, BurstDrain, LcoreId, Mbuf, Mempool, RateMeter, RingProducer, RxQueue,
-    TxBatch, TxQueue, BURST_SIZE, MAX_PORTS,
+    TxBatch, TxDrop, TxQueue, BURST_SIZE, MAX_PORTS,
 };
 use crate::fdb::{Fdb, Learn};
 use crate::flowcache::{entry_for, stamp, CacheGate, FlowCache, FlowKey, Hit, Slot, DEFAULT_SETS};
 use crate::forward::{
-    decide_in, mask_ports, prepare_in, Action, BridgeView, DropReason, FloodKind, Limits, Prepared,
-    RateLimit, Tier, FORM_TAGGED, FORM_UNTAGGED,
+    decide_in, mask_ports, prepare_in, Action, BridgeView, Cast, DropReason, FloodKind, Limits,
+    Prepared, RateLimit, Tier, FORM_TAGGED, FORM_UNTAGGED,
 };
 use crate::packet::{ethertype, MIN_FRAME_LEN};
-use crate::sample::{SampleRecord, SampledOutput, Sampler, MAX_HEADER};
-use crate::stats::{cycles_histogram, Counters, PortCounter, WorkerCounter, WorkerStats};
+use crate::sample::{DropRecord, SampleRecord, SampledOutput, Sampler, MAX_HEADER, NO_PORT};
+use crate::stats::{
+    cycles_histogram, Counters, PortCounter, VlanTally, WorkerCounter, WorkerStats,
+};
 
 /// Frames parsed (and their MAC-table buckets prefetched) ahead of the one being decided.
 const LOOKAHEAD: usize = 8;
@@ -86,6 +88,8 @@ pub struct Worker {
     pub pool: Arc<Mempool>,
     /// Where MAC moves are reported (None: not reported).
     pub moves: Option<RingProducer<MoveEvent>>,
+    /// sFlow dropped-packet notifications (None: none).
+    pub drops: Option<DropReporting>,
     /// Changes from the control thread.
     pub commands: crossbeam_channel::Receiver<WorkerCommand>,
 }
@@ -98,6 +102,64 @@ pub struct Sampling {
     pub header_bytes: usize,
     /// The worker's end of its sample ring.
     pub ring: RingProducer<SampleRecord>,
+}
+
+/// A worker's sFlow dropped-packet notifications: a copy of each dropped frame's first bytes
+/// into a ring, at most `budget` a second (the control thread sets it and rate-limits all
+/// workers' together; the drops not reported are counted there).
+pub struct DropReporting {
+    /// The worker's end of its drop ring.
+    pub ring: RingProducer<DropRecord>,
+    /// Notifications a second this worker may send (0: none).
+    pub budget: Arc<AtomicU32>,
+    /// Header bytes kept per dropped frame.
+    pub header_bytes: usize,
+}
+
+/// The worker's side of [`DropReporting`]: what is left of this second's budget.
+struct DropReporter {
+    reporting: Option<DropReporting>,
+    left: u32,
+    second: u32,
+}
+
+impl DropReporter {
+    /// Notes frames dropped for `reason` (received on `input`, dropped at `output` or
+    /// [`NO_PORT`]) while this second's budget lasts; a full ring loses them (the control
+    /// thread counts every drop it did not report). Out of line: a drop is never the hot path.
+    #[cold]
+    #[inline(never)]
+    fn note(&mut self, now: u32, frames: &[Mbuf], input: u16, output: u16, reason: DropReason) {
+        let Some(r) = self.reporting.as_mut() else {
+            return;
+        };
+        if self.second != now {
+            self.second = now;
+            self.left = r.budget.load(Ordering::Relaxed);
+        }
+        let mut gathered = [0u8; MAX_HEADER];
+        for m in frames {
+            if self.left == 0 {
+                return;
+            }
+            self.left -= 1;
+            let header = header_of(m, r.header_bytes, &mut gathered);
+            let record = DropRecord::new(header, m.pkt_len(), input, output, reason);
+            let _ = r.ring.enqueue_burst(std::slice::from_ref(&record));
+        }
+    }
+}
+
+/// A frame's first `want` bytes (at most [`MAX_HEADER`] and the frame), gathered into `buf`
+/// across segments when its first segment is shorter.
+fn header_of<'a>(m: &'a Mbuf, want: usize, buf: &'a mut [u8; MAX_HEADER]) -> &'a [u8] {
+    let first = m.data();
+    let want = want.min(MAX_HEADER).min(m.pkt_len() as usize);
+    if first.len() >= want || !m.read(0, &mut buf[..want]) {
+        &first[..first.len().min(want)]
+    } else {
+        &buf[..want]
+    }
 }
 
 /// The worker's share of the ports' rate limits, on DPDK's rte_meter. A port polled on several
@@ -239,6 +301,11 @@ struct Egress {
     now: u64,
     /// Buffers for a chained frame made one for a port that sends no chains.
     pool: Arc<Mempool>,
+    /// The port the current burst came from (every frame in a batch did: batches are sent
+    /// before the next burst), and the MAC table's clock in seconds.
+    ingress: u16,
+    second: u32,
+    drops: DropReporter,
 }
 
 impl Egress {
@@ -287,21 +354,19 @@ impl Egress {
             return;
         }
         if self.tx.get(p).is_none_or(|q| q.is_none()) {
-            c.drop_one(DropReason::NoEgressPort);
+            self.drop_out(&m, NO_PORT, DropReason::NoEgressPort, c);
             return;
         }
         // An L2 switch cannot fragment: too long for this port, dropped for it alone.
         if self.mtu_limited & (1 << p) != 0 && payload_len(&m) > self.mtu[p] {
-            c.drop_one(DropReason::EgressOversize);
-            c.port_add(p, PortCounter::TxDropped, 1);
+            self.drop_out(&m, port, DropReason::EgressOversize, c);
             return;
         }
         if self.no_chains & (1 << p) != 0 && m.nb_segs() > 1 {
             match m.linearized(&self.pool) {
                 Some(one) => m = one,
                 None => {
-                    c.drop_one(DropReason::MultiSegment);
-                    c.port_add(p, PortCounter::TxDropped, 1);
+                    self.drop_out(&m, port, DropReason::MultiSegment, c);
                     return;
                 }
             }
@@ -309,13 +374,29 @@ impl Egress {
         if self.metered & (1 << p) != 0 {
             if let Some(meter) = self.meters[p].as_mut() {
                 if !meter.conform(self.now, m.pkt_len()) {
-                    c.drop_one(DropReason::EgressRateLimit);
-                    c.port_add(p, PortCounter::TxDropped, 1);
+                    self.drop_out(&m, port, DropReason::EgressRateLimit, c);
                     return;
                 }
             }
         }
         self.join(p, m, c);
+    }
+
+    /// Counts `m`, given `port` to send ([`NO_PORT`]: none to send it to), as dropped there
+    /// for `reason`, and reports it.
+    #[inline(never)]
+    fn drop_out(&mut self, m: &Mbuf, port: u16, reason: DropReason, c: &mut Counters) {
+        c.drop_one(reason);
+        if port != NO_PORT {
+            c.port_add(usize::from(port), PortCounter::TxDropped, 1);
+        }
+        self.drops.note(
+            self.second,
+            std::slice::from_ref(m),
+            self.ingress,
+            port,
+            reason,
+        );
     }
 
     /// Moves the next `k` frames of `pkts` (k of them left) to `port`'s batch, sending it
@@ -377,7 +458,15 @@ impl Egress {
     #[inline(always)]
     fn flush_port(&mut self, p: usize, c: &mut Counters) {
         if let Some(q) = self.tx[p].as_mut() {
-            let out = q.flush(&mut self.batches[p]);
+            let (drops, second, ingress) = (&mut self.drops, self.second, self.ingress);
+            let out = q.flush_reporting(&mut self.batches[p], &mut |frames, why| {
+                let reason = match why {
+                    TxDrop::TooBig => DropReason::EgressOversize,
+                    TxDrop::Refused => DropReason::TxFull,
+                    TxDrop::NoQueue => DropReason::LinkDown,
+                };
+                drops.note(second, frames, ingress, p as u16, reason);
+            });
             c.port_add(p, PortCounter::TxPackets, out.sent as u64);
             if out.too_big + out.refused + out.no_queue != 0 {
                 let (big, full, down) =
@@ -535,6 +624,7 @@ impl Worker {
             mut sampling,
             pool,
             mut moves,
+            drops,
             commands,
         } = self;
         const { assert!(MAX_PORTS <= 64, "the dirty-port mask is a u64") };
@@ -567,9 +657,17 @@ impl Worker {
             ready: 0,
             now: 0,
             pool: Arc::clone(&pool),
+            ingress: 0,
+            second: 0,
+            drops: DropReporter {
+                reporting: drops,
+                left: 0,
+                second: u32::MAX,
+            },
         };
         egress.set_view(&view, egress_meters);
         let mut c = Counters::default();
+        let mut vlans = VlanTally::default();
         let mut cycles = cycles_histogram();
         let mut burst = Burst::new();
         let mut prepared = [Prepared::default(); BURST_SIZE];
@@ -608,6 +706,8 @@ impl Worker {
                 limits.now = mark.max(limits.built_at);
                 egress.now = limits.now;
                 let ingress = q.port().0;
+                egress.ingress = ingress;
+                egress.second = now;
                 let inp = usize::from(ingress);
                 let mut ctx = view.ingress_ctx(ingress);
                 // The code compiled for what this view needs: the same decisions, less work.
@@ -648,6 +748,7 @@ impl Worker {
                             egress: &mut egress,
                             c: &mut c,
                             bytes: &mut bytes,
+                            vlans: &mut vlans,
                         },
                         &mut pkts,
                         n,
@@ -699,6 +800,12 @@ impl Worker {
                     let p = &prepared[i - 1];
                     let mut moved_here = false;
                     let v = decide_in(tier, &ctx, p, m.pkt_len(), &view, &fdb, &mut limits, now);
+                    if let Some(vlan) = p.vlan() {
+                        match v.action {
+                            Action::Drop(_) => vlans.discarded(vlan),
+                            _ => vlans.forwarded(vlan, m.pkt_len(), p.dst_cast()),
+                        }
+                    }
                     if sampled & (1 << (i - 1)) != 0 {
                         if let Some(s) = sampling.as_mut() {
                             take_sample(s, &m, p, &v, ingress, pool_before + i as u64, &mut c);
@@ -744,6 +851,10 @@ impl Worker {
                         Action::Flood(mask) => {
                             c.add(WorkerCounter::Flooded, 1);
                             c.add(WorkerCounter::FloodCopies, u64::from(mask.count_ones()));
+                            let cast = p.dst_cast();
+                            if cast != Cast::Unicast {
+                                count_group(&mut c, inp, mask, cast);
+                            }
                             let untagged = mask & view.untagged(vlan);
                             let tagged_out = mask & !untagged;
                             // Shared as it came when every copy leaves in that form and
@@ -769,6 +880,9 @@ impl Worker {
                         Action::Drop(r) => {
                             c.drop_one(r);
                             c.port_add(inp, PortCounter::RxDropped, 1);
+                            egress
+                                .drops
+                                .note(now, std::slice::from_ref(&m), ingress, NO_PORT, r);
                             if r == DropReason::BpduGuard
                                 && bpdu_guard_fired(&mut view, ingress, &mut c)
                             {
@@ -809,6 +923,7 @@ impl Worker {
             if iterations.is_multiple_of(HOUSEKEEPING_INTERVAL) {
                 c.add(WorkerCounter::Iterations, HOUSEKEEPING_INTERVAL);
                 c.publish(&stats);
+                vlans.publish(&stats);
                 stats.merge_cycles(&mut cycles);
                 gate.review();
                 if stop.load(Ordering::Acquire) {
@@ -870,6 +985,7 @@ impl Worker {
             iterations % HOUSEKEEPING_INTERVAL,
         );
         c.publish(&stats);
+        vlans.publish(&stats);
         while !stats.merge_cycles(&mut cycles) {
             std::hint::spin_loop();
         }
@@ -919,6 +1035,7 @@ struct CacheWork<'a> {
     egress: &'a mut Egress,
     c: &'a mut Counters,
     bytes: &'a mut u64,
+    vlans: &'a mut VlanTally,
 }
 
 /// The flow cache's part of a burst of `n` frames from `ingress`: sends the opening run of
@@ -973,6 +1090,7 @@ fn send_cached_frames(
             break;
         };
         *w.bytes += u64::from(m.pkt_len());
+        w.vlans.unicast(h.vlan(), m.pkt_len());
         w.hit_of[first] = h;
         one_port &= h.as_is() && h.out() == w.hit_of[0].out();
         first += 1;
@@ -994,6 +1112,7 @@ fn send_cached_frames(
         }
         if let Some(h) = cached(w.flows, m, &w.probes[j], mtu) {
             *w.bytes += u64::from(m.pkt_len());
+            w.vlans.unicast(h.vlan(), m.pkt_len());
             w.hit_of[j] = h;
             hits |= 1 << j;
         }
@@ -1043,16 +1162,8 @@ fn take_sample(
     pool: u64,
     c: &mut Counters,
 ) {
-    // The header as far as header_bytes go, gathered across segments when the first is
-    // shorter.
     let mut gathered = [0u8; MAX_HEADER];
-    let first = m.data();
-    let want = s.header_bytes.min(MAX_HEADER).min(m.pkt_len() as usize);
-    let header = if first.len() >= want || !m.read(0, &mut gathered[..want]) {
-        first
-    } else {
-        &gathered[..want]
-    };
+    let header = header_of(m, s.header_bytes, &mut gathered);
     let record = SampleRecord::new(
         header,
         m.pkt_len(),
@@ -1067,6 +1178,20 @@ fn take_sample(
     c.port_add(inp, PortCounter::SamplesTaken, 1);
     if s.ring.enqueue_burst(std::slice::from_ref(&record)) == 0 {
         c.port_add(inp, PortCounter::SamplesLost, 1);
+    }
+}
+
+/// Counts a flood to a group address: received multicast or broadcast on `inp`, given to
+/// send on every port of `mask`.
+#[inline(never)]
+fn count_group(c: &mut Counters, inp: usize, mask: u64, cast: Cast) {
+    let (rx, tx) = match cast {
+        Cast::Broadcast => (PortCounter::InBroadcast, PortCounter::OutBroadcast),
+        _ => (PortCounter::InMulticast, PortCounter::OutMulticast),
+    };
+    c.port_add(inp, rx, 1);
+    for q in mask_ports(mask) {
+        c.port_add(usize::from(q), tx, 1);
     }
 }
 

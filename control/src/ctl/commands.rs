@@ -480,12 +480,12 @@ fn port_show(c: &mut Call<'_, '_>) -> Outcome {
         }
         let _ = write!(
             s,
-            "port {}: id {}, driver {}, devargs {}\n  link: {}, {} Mbit/s, {}\n  rx: packets {}, bytes {}, dropped {}\n  tx: packets {}, dropped {}\n  device: rx missed {}, rx errors {}, rx no mbuf {}, tx errors {}\n  sflow: ifIndex {}, samples taken {}, lost {}\n",
+            "port {}: id {}, driver {}, devargs {}\n  link: {}, {} Mbit/s, {}\n  rx: packets {}, bytes {}, dropped {}; unicast {}, multicast {}, broadcast {}\n  tx: packets {}, dropped {}; unicast {}, multicast {}, broadcast {}\n  device: rx missed {}, rx errors {}, rx no mbuf {}, tx errors {}\n  sflow: ifIndex {}, samples taken {}, lost {}\n",
             p.name, p.port_id, p.driver, p.devargs,
             if link.up { "up" } else { "down" }, link.speed_mbps,
             if link.full_duplex { "full-duplex" } else { "half-duplex" },
-            p.rx_packets, p.rx_bytes, p.rx_dropped,
-            p.tx_packets, p.tx_dropped,
+            p.rx_packets, p.rx_bytes, p.rx_dropped, p.rx_unicast, p.rx_multicast, p.rx_broadcast,
+            p.tx_packets, p.tx_dropped, p.tx_unicast, p.tx_multicast, p.tx_broadcast,
             p.rx_missed, p.rx_errors, p.rx_nombuf, p.tx_errors,
             p.if_index, p.samples_taken, p.samples_lost
         );

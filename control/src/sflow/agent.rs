@@ -1,19 +1,22 @@
-//! The sFlow agent on the control thread: turns the workers' sample records into flow samples,
-//! polls port counters into counter samples, packs both into datagrams and sends them by UDP
-//! to every collector. A collector that is down changes nothing here but a counter.
+//! The sFlow agent on the control thread: turns the workers' sample records into flow samples
+//! and their drop records into dropped-packet notifications (rate-limited), polls port and
+//! VLAN counters into counter samples, packs them into datagrams and sends them by UDP to
+//! every collector. A collector that is down changes nothing here but a counter.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use dataplane::dpdk::{Link, PortStats, MAX_PORTS};
-use dataplane::sample::{SampleRecord, SampledOutput};
-use dataplane::stats::{Counters, PortCounter};
+use dataplane::dpdk::{Link, MAX_PORTS};
+use dataplane::sample::{DropRecord, SampleRecord, SampledOutput, NO_PORT};
+use dataplane::stats::{Counters, PortCounter, VlanCounter, VlanCounts};
 
 use super::encode::{
-    CounterSample, Datagram, EthernetCounters, FlowSample, GenericIfCounters, Output, Sample,
-    UNKNOWN32,
+    CounterSample, Datagram, DropNotification, EthernetCounters, FlowSample, GenericIfCounters,
+    Output, Sample, VlanCounterSample, SOURCE_IFINDEX, UNKNOWN32,
 };
 use crate::config::SflowSpec;
+use crate::port::IfCounters;
 
 /// IEEE 802.1Q's default port VLAN: what an untagged frame on a VLAN-unaware port belongs to.
 const DEFAULT_VLAN: u32 = 1;
@@ -29,17 +32,28 @@ pub struct AgentPort {
     pub if_index: u32,
     /// 1-in-N sampling rate (0: not sampled).
     pub sampling_rate: u32,
+    /// Its name in the configuration (sent in the port name record).
+    pub name: String,
 }
 
 #[derive(Debug, Default, Clone)]
 struct PortState {
     if_index: u32,
     sampling_rate: u32,
+    name: String,
     flow_sequence: u32,
     counter_sequence: u32,
+    drop_sequence: u32,
     next_poll: Option<Instant>,
     /// Latest sample pool reported by each worker's sampler for this port.
     pool_by_worker: Vec<u64>,
+}
+
+/// A VLAN's counter polling.
+#[derive(Debug, Clone, Copy)]
+struct VlanState {
+    sequence: u32,
+    next_poll: Instant,
 }
 
 /// Counts of what the agent did, for stats.
@@ -53,6 +67,10 @@ pub struct AgentStats {
     pub datagrams: u64,
     /// Sends that failed (collector unreachable, no route...).
     pub send_errors: u64,
+    /// Dropped-packet notifications exported.
+    pub drop_notifications: u64,
+    /// Drop records the workers offered that the rate limit held back.
+    pub drop_notifications_limited: u64,
 }
 
 /// The agent.
@@ -65,6 +83,10 @@ pub struct Agent {
     datagram_sequence: u32,
     pending: Option<(Datagram, Instant)>,
     stats: AgentStats,
+    vlans: BTreeMap<u16, VlanState>,
+    /// The drop-notification budget's current second, and what is left of it.
+    drop_window: Instant,
+    drop_budget_left: u32,
 }
 
 impl Agent {
@@ -81,6 +103,7 @@ impl Agent {
             states[usize::from(p.port_id)] = Some(PortState {
                 if_index: p.if_index,
                 sampling_rate: p.sampling_rate,
+                name: p.name.clone(),
                 next_poll: first,
                 pool_by_worker: vec![0; workers],
                 ..PortState::default()
@@ -104,12 +127,15 @@ impl Agent {
             } else {
                 None
             },
+            drop_budget_left: spec.drop_notifications,
             spec,
             ports: states,
             started: now,
             datagram_sequence: 0,
             pending: None,
             stats: AgentStats::default(),
+            vlans: BTreeMap::new(),
+            drop_window: now,
         })
     }
 
@@ -128,12 +154,16 @@ impl Agent {
             if let (Some(new), Some(Some(old))) = (slot.as_mut(), self.ports.get(id)) {
                 new.flow_sequence = old.flow_sequence;
                 new.counter_sequence = old.counter_sequence;
+                new.drop_sequence = old.drop_sequence;
                 new.pool_by_worker = old.pool_by_worker.clone();
             }
         }
         next.started = self.started;
         next.datagram_sequence = self.datagram_sequence;
         next.stats = self.stats;
+        next.vlans = std::mem::take(&mut self.vlans);
+        next.drop_window = self.drop_window;
+        next.drop_budget_left = self.drop_budget_left.min(next.spec.drop_notifications);
         *self = next;
         Ok(())
     }
@@ -257,12 +287,65 @@ impl Agent {
         }
     }
 
-    /// Time-driven work: counter samples that are due, and a datagram that has waited long
-    /// enough. `port_info` gives a port's device counters and link by port id.
+    /// Turns drop records into dropped-packet notifications, at most `drop_notifications` a
+    /// second; the rest are counted. `dropped` is every frame the switch has dropped so far
+    /// (all reasons): what was not reported of it goes in each notification's `drops`.
+    pub fn on_drops(&mut self, records: &[DropRecord], dropped: u64) {
+        for r in records {
+            if self.drop_window.elapsed() >= Duration::from_secs(1) {
+                self.drop_window = Instant::now();
+                self.drop_budget_left = self.spec.drop_notifications;
+            }
+            if self.drop_budget_left == 0 {
+                self.stats.drop_notifications_limited += 1;
+                continue;
+            }
+            let Some(reason) = r.reason() else {
+                continue;
+            };
+            let input = self.if_index(r.input).unwrap_or(0);
+            let output = self.if_index(r.output).unwrap_or(0);
+            // The port that saw the drop: where it came in, else where it was to leave.
+            let source = if r.input != NO_PORT {
+                r.input
+            } else {
+                r.output
+            };
+            let Some(state) = self
+                .ports
+                .get_mut(usize::from(source))
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            self.drop_budget_left -= 1;
+            state.drop_sequence = state.drop_sequence.wrapping_add(1);
+            let n = DropNotification {
+                sequence: state.drop_sequence,
+                source_class: SOURCE_IFINDEX,
+                source_index: state.if_index,
+                // This one is reported too: counted in `dropped` but not yet in the stats.
+                drops: dropped.saturating_sub(self.stats.drop_notifications + 1) as u32,
+                input,
+                output,
+                reason: u32::from(reason.sflow_code()),
+                // DPDK frames carry no FCS; the wire had 4 more bytes.
+                frame_length: r.frame_len + 4,
+                stripped: 4,
+                header: r.header(),
+            };
+            self.add(&Sample::Drop(n));
+            self.stats.drop_notifications += 1;
+        }
+    }
+
+    /// Time-driven work: counter samples of ports and VLANs that are due, and a datagram that
+    /// has waited long enough. `port_info` gives a port's interface counters and link by port
+    /// id; `vlans` every VLAN's counts.
     pub fn tick(
         &mut self,
-        totals: &Counters,
-        port_info: impl Fn(u16) -> Option<(PortStats, Link)>,
+        vlans: &VlanCounts,
+        port_info: impl Fn(u16) -> Option<(IfCounters, Link)>,
     ) {
         let now = Instant::now();
         if self.spec.polling_interval > 0 {
@@ -274,7 +357,7 @@ impl Agent {
                     continue;
                 }
                 let port_id = id as u16;
-                let Some((dev, link)) = port_info(port_id) else {
+                let Some((counters, link)) = port_info(port_id) else {
                     continue;
                 };
                 let Some(state) = self.ports[id].as_mut() else {
@@ -282,17 +365,16 @@ impl Agent {
                 };
                 state.next_poll = state.next_poll.map(|t| t + every);
                 state.counter_sequence = state.counter_sequence.wrapping_add(1);
-                let sample = counter_sample(
-                    state.counter_sequence,
-                    state.if_index,
-                    &dev,
-                    link,
-                    totals,
-                    id,
-                );
+                let (sequence, if_index) = (state.counter_sequence, state.if_index);
+                let name = std::mem::take(&mut state.name);
+                let sample = counter_sample(sequence, if_index, &counters, link, &name);
                 self.add(&Sample::Counters(sample));
+                if let Some(state) = self.ports[id].as_mut() {
+                    state.name = name;
+                }
                 self.stats.counter_samples += 1;
             }
+            self.poll_vlans(vlans, now, every);
         }
         if self
             .pending
@@ -302,16 +384,46 @@ impl Agent {
             self.flush();
         }
     }
+
+    /// VLAN counter samples that are due; a VLAN seen for the first time is polled within an
+    /// interval, at a point of its own.
+    fn poll_vlans(&mut self, vlans: &VlanCounts, now: Instant, every: Duration) {
+        for (&vlan, counts) in &vlans.0 {
+            if !(1..=4094).contains(&vlan) {
+                continue;
+            }
+            let state = self.vlans.entry(vlan).or_insert_with(|| VlanState {
+                sequence: 0,
+                next_poll: now + every * (u32::from(vlan) % 16 + 1) / 16,
+            });
+            if state.next_poll > now {
+                continue;
+            }
+            state.next_poll += every;
+            state.sequence = state.sequence.wrapping_add(1);
+            let get = |c: VlanCounter| counts[c as usize];
+            let sample = VlanCounterSample {
+                sequence: state.sequence,
+                vlan: u32::from(vlan),
+                octets: get(VlanCounter::Octets),
+                ucast: get(VlanCounter::Unicast) as u32,
+                multicast: get(VlanCounter::Multicast) as u32,
+                broadcast: get(VlanCounter::Broadcast) as u32,
+                discards: get(VlanCounter::Discards) as u32,
+            };
+            self.add(&Sample::Vlan(sample));
+            self.stats.counter_samples += 1;
+        }
+    }
 }
 
-fn counter_sample(
+fn counter_sample<'a>(
     sequence: u32,
     if_index: u32,
-    dev: &PortStats,
+    c: &IfCounters,
     link: Link,
-    totals: &Counters,
-    port: usize,
-) -> CounterSample {
+    name: &'a str,
+) -> CounterSample<'a> {
     let up = u32::from(link.up);
     CounterSample {
         sequence,
@@ -323,25 +435,24 @@ fn counter_sample(
             if_direction: if link.full_duplex { 1 } else { 2 },
             // bit 0 admin up (a started port is), bit 1 operational (the link).
             if_status: 1 | (up << 1),
-            in_octets: dev.ibytes,
-            // The switch does not split received frames by cast: unknown, not a guess.
-            in_ucast: UNKNOWN32,
-            in_multicast: UNKNOWN32,
-            in_broadcast: UNKNOWN32,
-            // Frames dropped with no error: the device's for want of a descriptor or an
-            // mbuf, and the switch's own by every reason.
-            in_discards: (dev.imissed + dev.rx_nombuf + totals.port(port, PortCounter::RxDropped))
-                as u32,
-            in_errors: dev.ierrors as u32,
+            in_octets: c.in_octets,
+            // 32-bit counters wrap, as SNMP's Counter32 does.
+            in_ucast: c.in_ucast as u32,
+            in_multicast: c.in_multicast as u32,
+            in_broadcast: c.in_broadcast as u32,
+            in_discards: c.in_discards as u32,
+            in_errors: c.in_errors as u32,
+            // A switch forwards every protocol: none is unknown to it, but it does not count.
             in_unknown_protos: UNKNOWN32,
-            out_octets: dev.obytes,
-            out_ucast: UNKNOWN32,
-            out_multicast: UNKNOWN32,
-            out_broadcast: UNKNOWN32,
-            out_discards: totals.port(port, PortCounter::TxDropped) as u32,
-            out_errors: dev.oerrors as u32,
+            out_octets: c.out_octets,
+            out_ucast: c.out_ucast as u32,
+            out_multicast: c.out_multicast as u32,
+            out_broadcast: c.out_broadcast as u32,
+            out_discards: c.out_discards as u32,
+            out_errors: c.out_errors as u32,
             promiscuous: 1,
         },
         ethernet: EthernetCounters::unknown(),
+        name: (!name.is_empty()).then_some(name),
     }
 }

@@ -1,6 +1,8 @@
 //! sFlow v5 datagram encoding (sflow.org `sflow_version_5.txt`): compact flow samples (format 1)
-//! with a raw packet header and an extended switch record, compact counter samples (format 2)
-//! with generic and Ethernet interface counters. All integers are big-endian XDR; every opaque
+//! with a raw packet header and an extended switch record; compact counter samples (format 2)
+//! of a port, with generic and Ethernet interface counters and the port's name, or of a VLAN,
+//! with the VLAN counters; and dropped-packet notifications (`sflow_drops.txt`, format 5,
+//! expanded source) with a raw packet header. All integers are big-endian XDR; every opaque
 //! is zero-padded to 4 bytes; every sample and record is `format | length | body` with `length`
 //! the exact body size. Each sample body ends its fixed fields with the XDR array count of its
 //! records (`flow_record flow_records<>`, `counter_record counters<>`).
@@ -17,6 +19,8 @@ pub const ADDRESS_IPV6: u32 = 2;
 pub const FLOW_SAMPLE: u32 = 1;
 /// Sample format: compact counters sample (enterprise 0).
 pub const COUNTERS_SAMPLE: u32 = 2;
+/// Sample format: dropped-packet notification (enterprise 0, `sflow_drops.txt`).
+pub const DISCARDED_PACKET: u32 = 5;
 /// Flow record format: raw packet header.
 pub const RAW_PACKET_HEADER: u32 = 1;
 /// Flow record format: extended switch data.
@@ -25,6 +29,14 @@ pub const EXTENDED_SWITCH: u32 = 1001;
 pub const GENERIC_IF_COUNTERS: u32 = 1;
 /// Counter record format: Ethernet interface counters.
 pub const ETHERNET_COUNTERS: u32 = 2;
+/// Counter record format: VLAN counters.
+pub const VLAN_COUNTERS: u32 = 5;
+/// Counter record format: port name (`string name<255>`).
+pub const PORT_NAME: u32 = 1005;
+/// Data source class of an interface (source_id's top byte): ifIndex.
+pub const SOURCE_IFINDEX: u32 = 0;
+/// Data source class of a VLAN: smonVlanDataSource, index = the VLAN id.
+pub const SOURCE_VLAN: u32 = 1;
 /// Raw packet header protocol: Ethernet (ISO 8023).
 pub const HEADER_PROTOCOL_ETHERNET: u32 = 1;
 /// A 32-bit counter the switch does not know.
@@ -38,6 +50,10 @@ const GENERIC_IF_LEN: usize = 88;
 const ETHERNET_LEN: usize = 52;
 /// Body size of an extended switch record.
 const EXTENDED_SWITCH_LEN: usize = 16;
+/// Body size of a VLAN counters record.
+const VLAN_LEN: usize = 28;
+/// Longest port name a port name record carries (bytes).
+pub const MAX_PORT_NAME: usize = 255;
 /// A sample's or record's `format | length` prefix.
 const PREFIX_LEN: usize = 8;
 /// Highest ifIndex a compact source_id can carry.
@@ -196,22 +212,68 @@ impl EthernetCounters {
     }
 }
 
-/// One port's counters: a compact counters sample with a generic and an Ethernet record.
+/// One port's counters: a compact counters sample with a generic and an Ethernet record, and
+/// the port's name record when it has a name (last: a collector that does not know it skips it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CounterSample {
+pub struct CounterSample<'a> {
     /// +1 per counters sample of this source; reset when the counters reset.
     pub sequence: u32,
     /// ifIndex of the port (< 2^24).
     pub source_index: u32,
     pub generic: GenericIfCounters,
     pub ethernet: EthernetCounters,
+    /// The port's name (at most [`MAX_PORT_NAME`] bytes are sent).
+    pub name: Option<&'a str>,
 }
 
-/// A sample of either kind.
+/// One VLAN's counters (counter record format 5), in a compact counters sample whose source is
+/// the VLAN (class 1, smonVlanDataSource).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VlanCounterSample {
+    /// +1 per counters sample of this VLAN.
+    pub sequence: u32,
+    /// The 802.1Q VLAN id (1-4094).
+    pub vlan: u32,
+    pub octets: u64,
+    pub ucast: u32,
+    pub multicast: u32,
+    pub broadcast: u32,
+    pub discards: u32,
+}
+
+/// A dropped frame (`sflow_drops.txt`'s discarded_packet, sample format 5): its source in the
+/// expanded form, and a raw packet header record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DropNotification<'a> {
+    /// +1 per notification of this source.
+    pub sequence: u32,
+    /// The source's class ([`SOURCE_IFINDEX`]).
+    pub source_class: u32,
+    /// The source's index (an ifIndex).
+    pub source_index: u32,
+    /// Drops the agent did not report (rate limit, full ring), cumulative.
+    pub drops: u32,
+    /// ifIndex the frame came in on (0: not known).
+    pub input: u32,
+    /// ifIndex it was to leave by (0: not known, or none).
+    pub output: u32,
+    /// The drop reason code (`sflow_drops.txt`, e.g. 268 port_loopback_filter).
+    pub reason: u32,
+    /// Frame length including the 4-byte FCS the wire had (the caller adds 4).
+    pub frame_length: u32,
+    /// Bytes removed from the header (4: the FCS).
+    pub stripped: u32,
+    /// The first bytes of the frame.
+    pub header: &'a [u8],
+}
+
+/// A sample of any kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sample<'a> {
     Flow(FlowSample<'a>),
-    Counters(CounterSample),
+    Counters(CounterSample<'a>),
+    Vlan(VlanCounterSample),
+    Drop(DropNotification<'a>),
 }
 
 impl Sample<'_> {
@@ -232,23 +294,41 @@ impl Sample<'_> {
                 put_all(out, &[f.sequence, f.source_index, f.sampling_rate]);
                 put_all(out, &[f.sample_pool, f.drops, f.input, f.output.encode()]);
                 put32(out, 2); // records: raw packet header, extended switch
-                put_all(out, &[RAW_PACKET_HEADER, len32(raw_header_len(h))]);
-                put_all(out, &[HEADER_PROTOCOL_ETHERNET, f.frame_length, f.stripped]);
-                put32(out, len32(h.len()));
-                out.extend_from_slice(h);
-                out.resize(out.len() + pad4(h.len()) - h.len(), 0);
+                raw_header(out, f.frame_length, f.stripped, h);
                 put_all(out, &[EXTENDED_SWITCH, len32(EXTENDED_SWITCH_LEN)]);
                 put_all(out, &[f.src_vlan, f.src_priority]);
                 put_all(out, &[f.dst_vlan, f.dst_priority]);
             }
             Sample::Counters(c) => {
                 debug_assert!(c.source_index <= MAX_COMPACT_INDEX);
+                let name = c.name.map(port_name);
                 put_all(out, &[COUNTERS_SAMPLE, len32(self.body_len())]);
-                put_all(out, &[c.sequence, c.source_index, 2 /* records */]);
+                let records = if name.is_some() { 3 } else { 2 };
+                put_all(out, &[c.sequence, c.source_index, records]);
                 put_all(out, &[GENERIC_IF_COUNTERS, len32(GENERIC_IF_LEN)]);
                 c.generic.encode(out);
                 put_all(out, &[ETHERNET_COUNTERS, len32(ETHERNET_LEN)]);
                 c.ethernet.encode(out);
+                if let Some(n) = name {
+                    put_all(out, &[PORT_NAME, len32(4 + pad4(n.len()))]);
+                    put32(out, len32(n.len()));
+                    out.extend_from_slice(n);
+                    out.resize(out.len() + pad4(n.len()) - n.len(), 0);
+                }
+            }
+            Sample::Vlan(v) => {
+                put_all(out, &[COUNTERS_SAMPLE, len32(self.body_len())]);
+                put_all(out, &[v.sequence, (SOURCE_VLAN << 24) | (v.vlan & 0x0fff)]);
+                put_all(out, &[1, VLAN_COUNTERS, len32(VLAN_LEN), v.vlan]);
+                put64(out, v.octets);
+                put_all(out, &[v.ucast, v.multicast, v.broadcast, v.discards]);
+            }
+            Sample::Drop(d) => {
+                put_all(out, &[DISCARDED_PACKET, len32(self.body_len())]);
+                put_all(out, &[d.sequence, d.source_class, d.source_index, d.drops]);
+                put_all(out, &[d.input, d.output, d.reason]);
+                put32(out, 1); // records: raw packet header
+                raw_header(out, d.frame_length, d.stripped, d.header);
             }
         }
         debug_assert_eq!(out.len() - start, self.encoded_len());
@@ -261,10 +341,36 @@ impl Sample<'_> {
             Sample::Flow(f) => {
                 8 * 4 + PREFIX_LEN + raw_header_len(f.header) + PREFIX_LEN + EXTENDED_SWITCH_LEN
             }
-            // sequence, source_id, record count, then the two records.
-            Sample::Counters(_) => 3 * 4 + PREFIX_LEN + GENERIC_IF_LEN + PREFIX_LEN + ETHERNET_LEN,
+            // sequence, source_id, record count, then the records.
+            Sample::Counters(c) => {
+                3 * 4
+                    + PREFIX_LEN
+                    + GENERIC_IF_LEN
+                    + PREFIX_LEN
+                    + ETHERNET_LEN
+                    + c.name
+                        .map_or(0, |n| PREFIX_LEN + 4 + pad4(port_name(n).len()))
+            }
+            Sample::Vlan(_) => 3 * 4 + PREFIX_LEN + VLAN_LEN,
+            // 7 fixed fields + record count, then the raw header record.
+            Sample::Drop(d) => 8 * 4 + PREFIX_LEN + raw_header_len(d.header),
         }
     }
+}
+
+/// Appends a raw packet header record (format 1) of an Ethernet frame.
+fn raw_header(out: &mut Vec<u8>, frame_length: u32, stripped: u32, h: &[u8]) {
+    put_all(out, &[RAW_PACKET_HEADER, len32(raw_header_len(h))]);
+    put_all(out, &[HEADER_PROTOCOL_ETHERNET, frame_length, stripped]);
+    put32(out, len32(h.len()));
+    out.extend_from_slice(h);
+    out.resize(out.len() + pad4(h.len()) - h.len(), 0);
+}
+
+/// A port name's bytes as its record carries them: at most [`MAX_PORT_NAME`].
+fn port_name(name: &str) -> &[u8] {
+    let b = name.as_bytes();
+    &b[..b.len().min(MAX_PORT_NAME)]
 }
 
 /// Body size of a raw packet header record carrying `header`.
@@ -407,7 +513,118 @@ mod tests {
                 out_discards: 0, out_errors: 0, promiscuous: 2,
             },
             ethernet: EthernetCounters::unknown(),
+            name: None,
         })
+    }
+
+    fn drop_notification(header: &[u8]) -> Sample<'_> {
+        Sample::Drop(DropNotification {
+            sequence: 4,
+            source_class: SOURCE_IFINDEX,
+            source_index: 3,
+            drops: 17,
+            input: 3,
+            output: 0,
+            reason: 268,
+            frame_length: 64,
+            stripped: 4,
+            header,
+        })
+    }
+
+    fn vlan_counters() -> Sample<'static> {
+        Sample::Vlan(VlanCounterSample {
+            sequence: 2,
+            vlan: 100,
+            octets: 0x1_0000_0040,
+            ucast: 5,
+            multicast: 6,
+            broadcast: 7,
+            discards: 8,
+        })
+    }
+
+    #[test]
+    fn port_name_record_follows_the_interface_records() {
+        let Sample::Counters(mut c) = counters() else {
+            unreachable!()
+        };
+        c.name = Some("vm1-a");
+        let s = Sample::Counters(c);
+        let mut b = Vec::new();
+        s.encode(&mut b);
+        // 176 bytes as before, then format 1005 | length 12 | string length 5 | "vm1-a" + pad.
+        assert_eq!(b.len(), 176 + 8 + 12);
+        assert_eq!(b.len(), s.encoded_len());
+        assert_eq!(b[4..8], [0, 0, 0, 168 + 20], "sample length");
+        assert_eq!(b[16..20], [0, 0, 0, 3], "three records");
+        assert_eq!(b[176..184], [0, 0, 0x03, 0xED, 0, 0, 0, 12]);
+        assert_eq!(b[184..188], [0, 0, 0, 5]);
+        assert_eq!(&b[188..], b"vm1-a\0\0\0");
+        // A name of a multiple of 4 bytes has no padding; one past 255 bytes is cut there.
+        c.name = Some("vm12");
+        let mut b = Vec::new();
+        Sample::Counters(c).encode(&mut b);
+        assert_eq!(
+            b[176..],
+            [0, 0, 0x03, 0xED, 0, 0, 0, 8, 0, 0, 0, 4, b'v', b'm', b'1', b'2']
+        );
+        let long = "x".repeat(300);
+        c.name = Some(&long);
+        let s = Sample::Counters(c);
+        let mut b = Vec::new();
+        s.encode(&mut b);
+        assert_eq!(b.len(), s.encoded_len());
+        assert_eq!(b[184..188], [0, 0, 0, 255]);
+        assert_eq!(b.len(), 176 + 8 + 4 + 256);
+    }
+
+    #[test]
+    fn vlan_counter_sample_layout() {
+        let s = vlan_counters();
+        let mut b = Vec::new();
+        s.encode(&mut b);
+        #[rustfmt::skip]
+        let want = [
+            0, 0, 0, 2,                 // counters sample
+            0, 0, 0, 48,                // length: 3 * 4 + 8 + 28
+            0, 0, 0, 2,                 // sequence
+            1, 0, 0, 100,               // source_id: class 1 (VLAN), index 100
+            0, 0, 0, 1,                 // one record
+            0, 0, 0, 5,                 // VLAN counters
+            0, 0, 0, 28,
+            0, 0, 0, 100,               // vlan_id
+            0, 0, 0, 1, 0, 0, 0, 0x40,  // octets
+            0, 0, 0, 5,   0, 0, 0, 6,   0, 0, 0, 7,   0, 0, 0, 8,
+        ];
+        assert_eq!(b, want);
+        assert_eq!(b.len(), s.encoded_len());
+    }
+
+    #[test]
+    fn drop_notification_layout() {
+        let s = drop_notification(&HDR);
+        let mut b = Vec::new();
+        s.encode(&mut b);
+        #[rustfmt::skip]
+        let want = [
+            0, 0, 0, 5,                 // discarded packet
+            0, 0, 0, 64,                // length: 8 * 4 + (8 + 24)
+            0, 0, 0, 4,                 // sequence
+            0, 0, 0, 0,                 // source_id_type: ifIndex
+            0, 0, 0, 3,                 // source_id_index
+            0, 0, 0, 17,                // drops
+            0, 0, 0, 3,                 // input
+            0, 0, 0, 0,                 // output: not known
+            0, 0, 0x01, 0x0C,           // reason 268 port_loopback_filter
+            0, 0, 0, 1,                 // one record
+            0, 0, 0, 1,                 // raw packet header
+            0, 0, 0, 24,
+            0, 0, 0, 1,   0, 0, 0, 64,   0, 0, 0, 4,   0, 0, 0, 6,
+            0xDE, 0xAD, 0xBE, 0xEF, 0x01, 0x02, 0, 0,
+        ];
+        assert_eq!(b, want);
+        assert_eq!(b.len(), s.encoded_len());
     }
 
     #[test]
@@ -551,10 +768,13 @@ mod tests {
             let n = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) as usize;
             assert_eq!(n + 8, s.encoded_len());
         }
-        let c = counters();
-        let mut b = Vec::new();
-        c.encode(&mut b);
-        assert_eq!(b.len(), c.encoded_len());
+        for s in [counters(), vlan_counters(), drop_notification(&[1, 2, 3])] {
+            let mut b = Vec::new();
+            s.encode(&mut b);
+            assert_eq!(b.len(), s.encoded_len());
+            let n = u32::from_be_bytes([b[4], b[5], b[6], b[7]]) as usize;
+            assert_eq!(n + 8, s.encoded_len());
+        }
     }
 
     #[test]
@@ -568,7 +788,13 @@ mod tests {
             0, 0, 0, 0, 0, 0, 10, 0, 0, 10,
         ];
         assert!(d.push(&flow(&frame)));
-        assert!(d.push(&counters()));
+        let Sample::Counters(mut named) = counters() else {
+            unreachable!()
+        };
+        named.name = Some("vm1");
+        assert!(d.push(&Sample::Counters(named)));
+        assert!(d.push(&vlan_counters()));
+        assert!(d.push(&drop_notification(&frame)));
         let dir = std::env::temp_dir().join(format!("pmdswitch-sflow-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("sflow.pcap");
@@ -590,7 +816,7 @@ mod tests {
         assert!(out.status.success(), "{err}");
         for want in [
             "InMon sFlow",
-            "NumSamples: 2",
+            "NumSamples: 4",
             "Raw packet header",
             "Sampled header length: 42",
             "1 out of 512 packets",
@@ -598,6 +824,7 @@ mod tests {
             "Outgoing 802.1p priority: 3",
             "Interface Speed: 10000000000",
             "Symbol Errors: 4294967295",
+            "VLAN ID: 100",
         ] {
             assert!(text.contains(want), "no {want:?} in:\n{text}");
         }

@@ -493,6 +493,13 @@ impl TxBatch {
         sent
     }
 
+    /// The waiting packets, in order.
+    pub fn as_slice(&self) -> &[Mbuf] {
+        // SAFETY: the first `len` slots are initialised, and MaybeUninit<Mbuf> has Mbuf's
+        // layout.
+        unsafe { std::slice::from_raw_parts(self.mbufs.as_ptr().cast::<Mbuf>(), self.len) }
+    }
+
     /// The first waiting packet, if any.
     pub(crate) fn first(&self) -> Option<&Mbuf> {
         // SAFETY: slot 0 is initialised while len > 0.

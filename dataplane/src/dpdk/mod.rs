@@ -20,7 +20,7 @@ pub use mempool::{Mempool, DEFAULT_DATA_BYTES};
 pub use meter::RateMeter;
 pub use port::{
     EnabledQueues, Link, MtuKeeper, Port, PortConfig, PortId, PortInfo, PortStats, QueueEvent,
-    RxQueue, TxOutcome, TxQueue, VhostGuest,
+    RxQueue, TxDrop, TxOutcome, TxQueue, VhostGuest,
 };
 pub use ring::{spsc_ring, RingConsumer, RingProducer};
 

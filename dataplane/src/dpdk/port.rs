@@ -8,7 +8,7 @@ use std::sync::Arc;
 use dpdk_sys as sys;
 
 use super::events::{self, EventSender, Watch};
-use super::mbuf::{Burst, TxBatch, BURST_SIZE};
+use super::mbuf::{Burst, Mbuf, TxBatch, BURST_SIZE};
 use super::{DpdkError, Mempool};
 
 /// An ethdev port id.
@@ -898,6 +898,17 @@ impl TxQueue {
     /// behind it are offered again.
     #[inline]
     pub fn flush(&mut self, batch: &mut TxBatch) -> TxOutcome {
+        self.flush_reporting(batch, &mut |_, _| {})
+    }
+
+    /// [`TxQueue::flush`], showing the frames it drops to `on_drop` (with why) before it
+    /// frees them; it is called only when a frame is dropped.
+    #[inline]
+    pub fn flush_reporting(
+        &mut self,
+        batch: &mut TxBatch,
+        on_drop: &mut impl FnMut(&[Mbuf], TxDrop),
+    ) -> TxOutcome {
         let mut out = TxOutcome::default();
         if batch.is_empty() {
             return out;
@@ -909,6 +920,7 @@ impl TxQueue {
             Some((g, user)) => {
                 let q = g.tx_of[*user].load(Ordering::Acquire);
                 if q == NO_QUEUE {
+                    on_drop(batch.as_slice(), TxDrop::NoQueue);
                     out.no_queue = batch.discard();
                     return out;
                 }
@@ -936,10 +948,12 @@ impl TxQueue {
             match batch.first() {
                 None => break,
                 Some(m) if m.pkt_len() > self.max_frame => {
+                    on_drop(std::slice::from_ref(m), TxDrop::TooBig);
                     batch.drop_first();
                     out.too_big += 1;
                 }
                 Some(_) => {
+                    on_drop(batch.as_slice(), TxDrop::Refused);
                     out.refused += batch.discard();
                     break;
                 }
@@ -950,6 +964,17 @@ impl TxQueue {
         }
         out
     }
+}
+
+/// Why [`TxQueue::flush_reporting`] dropped frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxDrop {
+    /// Refused, and longer than the device sends ([`TxOutcome::too_big`]).
+    TooBig,
+    /// Not taken: the queue was full ([`TxOutcome::refused`]).
+    Refused,
+    /// No queue enabled by the port's peer ([`TxOutcome::no_queue`]).
+    NoQueue,
 }
 
 /// What became of a flushed batch.
