@@ -73,17 +73,23 @@ def write_pcap(path, frames):
             f.write(fr)
 
 
-def make_pcaps(tmp, nports, macs, size=60, vlans=False):
+def make_pcaps(tmp, nports, macs, size=60, vlans=False, drop_every=0):
     """Port p sends from its MAC i to MAC i of its partner p^1: all unicast once learned.
-    With vlans, every frame carries an 802.1Q tag: VLAN 10 for even i, 20 for odd i."""
+    With vlans, every frame carries an 802.1Q tag: VLAN 10 for even i, 20 for odd i.
+    With drop_every n, every n-th frame goes to an address of its own port (same segment:
+    dropped, and reported when drop notifications are on)."""
     pad = b"\x08\x00" + bytes(size)
 
     def tag(i):
         return b"\x81\x00" + struct.pack(">H", 10 if i % 2 == 0 else 20) if vlans else b""
 
+    def dst(p, i):
+        own = drop_every and i % drop_every == drop_every - 1
+        return mac(p, (i + 1) % macs) if own else mac(p ^ 1, i)
+
     paths = []
     for p in range(nports):
-        frames = [(mac(p ^ 1, i) + mac(p, i) + tag(i) + pad)[:size] for i in range(macs)]
+        frames = [(dst(p, i) + mac(p, i) + tag(i) + pad)[:size] for i in range(macs)]
         path = os.path.join(tmp, f"port{p}.pcap")
         write_pcap(path, frames)
         paths.append(path)
@@ -111,8 +117,9 @@ def proc_status(pid):
     return out
 
 
-def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0, vlans=False):
-    """Steady-state Mpps from the last full one-second log interval; also memory and the fdb."""
+def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0, vlans=False, drop_notes=None, binary=None):
+    """Steady-state Mpps from the last full one-second log interval; also memory and the fdb.
+    drop_notes: sFlow on (no sampling) with this many drop notifications a second."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = os.path.join(tmp, "bench.toml")
         with open(cfg, "w") as f:
@@ -123,13 +130,14 @@ def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0, vlans=False):
                 n = len(pcaps)
                 f.write(f'[[ports]]\nname = "warm"\ndevargs = "net_pcap{n},rx_pcap={warm}"\n\n')
             f.write(f"[bridge]\nfdb_capacity = {capacity}\n")
-            if sflow_rate:
+            if sflow_rate or drop_notes is not None:
                 # A collector address nothing listens on: the agent's sends cost the control
                 # thread, not the worker.
                 f.write(f'[sflow]\ncollectors = ["127.0.0.1:16343"]\nagent_address = "192.0.2.1"\n'
-                        f"sampling_rate = {sflow_rate}\npolling_interval = 20\n")
+                        f"sampling_rate = {sflow_rate}\npolling_interval = 20\n"
+                        f"drop_notifications = {drop_notes or 0}\n")
         st = os.path.join(tmp, "stats.json")
-        args = [BIN, "run", "--config", cfg, "--duration", str(secs), "--stats-interval", "1",
+        args = [binary or BIN, "run", "--config", cfg, "--duration", str(secs), "--stats-interval", "1",
                 "--stats-json", st, "--ctl", os.path.join(tmp, "ctl.sock"), "--"] + eal("sw")
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         time.sleep(secs * 0.6)
@@ -484,6 +492,57 @@ SETUPS = [
 ]
 
 
+def drop_notification_row(a, base_testpmd):
+    """2 x 1K with one frame in 64 dropped (same segment), sFlow drop notifications at the
+    default 100 a second against none: what reporting drops costs the worker."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pcaps = make_pcaps(tmp, 2, 1024, drop_every=64)
+        on, off = [], []
+        for r in range(a.runs):
+            off.append(pmdswitch_rate(pcaps, a.secs, 65536, drop_notes=0))
+            on.append(pmdswitch_rate(pcaps, a.secs, 65536, drop_notes=100))
+            print(f"  drops 1 in 64 run {r + 1}: notifications on {on[-1]['mpps']:.2f} Mpps"
+                  f" ({on[-1]['cycles_per_packet']:.0f} cycles/pkt), off {off[-1]['mpps']:.2f}"
+                  f" ({off[-1]['cycles_per_packet']:.0f})", file=sys.stderr)
+    row = {"setup": "2 x 1K, 1 in 64 dropped, drop notes", "unit": "Mpps",
+           "pmdswitch": med(on, "mpps"),
+           "pmdswitch_cycles_per_packet": med(on, "cycles_per_packet"),
+           "without_notifications": med(off, "mpps"),
+           "without_notifications_cycles_per_packet": med(off, "cycles_per_packet"),
+           "testpmd_io": base_testpmd, "ovs_dpdk": None,
+           "note": "peer figure from the 2 x 1K setup"}
+    row["drop_notification_cost"] = 1 - row["pmdswitch"] / row["without_notifications"]
+    print(f"  drop notifications cost {100 * row['drop_notification_cost']:.1f}% "
+          f"({row['pmdswitch_cycles_per_packet']:.1f} vs {row['without_notifications_cycles_per_packet']:.1f}"
+          " cycles/pkt)", file=sys.stderr)
+    return row
+
+
+def baseline_row(a):
+    """This build against --baseline on 2 x 1K, alternating runs: what a change costs."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pcaps = make_pcaps(tmp, 2, 1024)
+        this, base = [], []
+        for r in range(a.runs):
+            base.append(pmdswitch_rate(pcaps, a.secs, 65536, binary=a.baseline))
+            this.append(pmdswitch_rate(pcaps, a.secs, 65536))
+            print(f"  baseline run {r + 1}: this build {this[-1]['cycles_per_packet']:.1f} cycles/pkt,"
+                  f" baseline {base[-1]['cycles_per_packet']:.1f}", file=sys.stderr)
+    row = {"setup": "2 x 1K, this build vs --baseline", "unit": "Mpps",
+           "pmdswitch": med(this, "mpps"),
+           "pmdswitch_cycles_per_packet": med(this, "cycles_per_packet"),
+           "baseline": med(base, "mpps"),
+           "baseline_cycles_per_packet": med(base, "cycles_per_packet"),
+           "baseline_best_cycles_per_packet": min(x["cycles_per_packet"] for x in base),
+           "best_cycles_per_packet": min(x["cycles_per_packet"] for x in this),
+           "testpmd_io": None, "ovs_dpdk": None}
+    print(f"  against the baseline: {row['pmdswitch_cycles_per_packet']:.1f} vs "
+          f"{row['baseline_cycles_per_packet']:.1f} cycles/pkt (median), "
+          f"{row['best_cycles_per_packet']:.1f} vs {row['baseline_best_cycles_per_packet']:.1f} (best)",
+          file=sys.stderr)
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per figure (median)")
@@ -491,6 +550,8 @@ def main():
     ap.add_argument("--only", choices=["pcap", "vm", "tcp"], help="run one kind of measurement")
     ap.add_argument("--setups", type=int, default=len(SETUPS), help="run the first N pcap setups")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="where bench.json and bench.png go")
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="another pmdswitch binary (an earlier build) to set this one against on 2 x 1K")
     a = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} not built: cargo build --release -p pmdswitch")
@@ -549,6 +610,10 @@ def main():
                         row["vlan_cost"] = 1 - row["pmdswitch"] / base_sw
                         print(f"  VLAN trunks cost {100 * row['vlan_cost']:.1f}% of the untagged rate", file=sys.stderr)
                     rows.append(row)
+            if a.setups >= 1:
+                rows.append(drop_notification_row(a, base_testpmd))
+            if a.baseline:
+                rows.append(baseline_row(a))
         finally:
             ovs.stop()
     if a.only in (None, "vm"):

@@ -14,6 +14,7 @@ pkgs=(
     clang libclang-dev pkg-config build-essential   # bindgen and the C shim
     iproute2 iputils-ping iperf3 procps   # network namespaces, ping, TCP tests
     tcpdump tshark                        # independent decoders for tests
+    pmacct                                # sfacctd: a real sFlow collector in the tests
     openvswitch-common prometheus         # ovs-appctl, promtool and a Prometheus server for tests
     python3
     busybox-static ethtool                # the VM-port tests' guest (scripts/guest-image.py)

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use dataplane::dpdk::{EventSender, Mempool, PortEvent, RingConsumer};
 use dataplane::fdb::Fdb;
-use dataplane::forward::DropReason;
 use dataplane::sample::{DropRecord, SampleRecord, Sampler};
 use dataplane::stats::{Counters, VlanCounts, WorkerStats};
 use dataplane::worker::{BridgeCell, MoveEvent, WorkerCommand};
@@ -769,15 +768,14 @@ impl SflowExport {
                 }
             }
         }
-        let dropped: u64 = DropReason::ALL.iter().map(|&r| totals.drops(r)).sum();
-        for ring in self.drop_rings.iter_mut() {
+        for (w, ring) in self.drop_rings.iter_mut().enumerate() {
             loop {
                 let n = ring.dequeue_burst(&mut self.drop_buf);
                 if n == 0 {
                     break;
                 }
                 if let Some(agent) = self.agent.as_mut() {
-                    agent.on_drops(&self.drop_buf[..n], dropped);
+                    agent.on_drops(w, &self.drop_buf[..n]);
                 }
             }
         }

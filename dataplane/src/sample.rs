@@ -137,6 +137,9 @@ pub const NO_PORT: u16 = u16::MAX;
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct DropRecord {
+    /// Drops this worker did not offer a record of before this one (over its budget, its
+    /// ring full, or no frame left to show), since it started.
+    pub unreported: u64,
     /// Length of the whole frame (no FCS).
     pub frame_len: u32,
     /// The ingress port id ([`NO_PORT`]: not known).
@@ -156,6 +159,7 @@ const _: () = assert!(std::mem::size_of::<DropRecord>().is_multiple_of(4));
 impl Default for DropRecord {
     fn default() -> Self {
         DropRecord {
+            unreported: 0,
             frame_len: 0,
             input: NO_PORT,
             output: NO_PORT,
@@ -178,6 +182,7 @@ impl DropRecord {
     ) -> DropRecord {
         let n = header.len().min(MAX_HEADER);
         let mut r = DropRecord {
+            unreported: 0,
             frame_len,
             input,
             output,

@@ -326,14 +326,18 @@ const _: () = assert!(VlanCounter::Discards as usize + 1 == VlanCounter::COUNT);
 /// A worker's private per-VLAN tally: plain integers, published at housekeeping for the VLANs
 /// that carried a frame (a bitmap, so publishing costs nothing for VLANs never seen).
 pub struct VlanTally {
-    vals: Box<[[u64; VlanCounter::COUNT]]>,
+    // An array, not a slice: indexing by a masked VLAN id needs no bounds check.
+    vals: Box<[[u64; VlanCounter::COUNT]; VLAN_IDS]>,
     seen: [u64; VLAN_IDS / 64],
 }
 
 impl Default for VlanTally {
     fn default() -> Self {
         VlanTally {
-            vals: vec![[0; VlanCounter::COUNT]; VLAN_IDS].into_boxed_slice(),
+            vals: vec![[0; VlanCounter::COUNT]; VLAN_IDS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("VLAN_IDS rows"),
             seen: [0; VLAN_IDS / 64],
         }
     }
@@ -355,13 +359,13 @@ impl VlanTally {
         self.seen[v / 64] |= 1 << (v % 64);
     }
 
-    /// Counts a unicast frame of `bytes` in a VLAN already seen (a flow-cache hit: the full
-    /// path decided, and marked, its conversation before).
+    /// Counts `frames` unicast frames of `bytes` in all in a VLAN already seen (flow-cache
+    /// hits: the full path decided, and marked, their conversation before).
     #[inline(always)]
-    pub fn unicast(&mut self, vlan: u16, bytes: u32) {
+    pub fn unicast(&mut self, vlan: u16, frames: u64, bytes: u64) {
         let v = &mut self.vals[usize::from(vlan) & (VLAN_IDS - 1)];
-        v[VlanCounter::Octets as usize] += u64::from(bytes);
-        v[VlanCounter::Unicast as usize] += 1;
+        v[VlanCounter::Octets as usize] += bytes;
+        v[VlanCounter::Unicast as usize] += frames;
     }
 
     /// Counts a frame admitted into `vlan` and dropped.
@@ -420,7 +424,7 @@ mod tests {
         let b = WorkerStats::new(2);
         let mut ta = VlanTally::default();
         ta.forwarded(10, 100, Cast::Unicast);
-        ta.unicast(10, 60);
+        ta.unicast(10, 1, 60);
         ta.forwarded(10, 64, Cast::Broadcast);
         ta.forwarded(4095, 70, Cast::Multicast);
         ta.discarded(20);

@@ -116,11 +116,13 @@ pub struct DropReporting {
     pub header_bytes: usize,
 }
 
-/// The worker's side of [`DropReporting`]: what is left of this second's budget.
+/// The worker's side of [`DropReporting`]: what is left of this second's budget, and the drops
+/// not offered so far (each record carries the count, so a collector learns it exactly).
 struct DropReporter {
     reporting: Option<DropReporting>,
     left: u32,
     second: u32,
+    unreported: u64,
 }
 
 impl DropReporter {
@@ -140,13 +142,23 @@ impl DropReporter {
         let mut gathered = [0u8; MAX_HEADER];
         for m in frames {
             if self.left == 0 {
-                return;
+                self.unreported += 1;
+                continue;
             }
             self.left -= 1;
             let header = header_of(m, r.header_bytes, &mut gathered);
-            let record = DropRecord::new(header, m.pkt_len(), input, output, reason);
-            let _ = r.ring.enqueue_burst(std::slice::from_ref(&record));
+            let mut record = DropRecord::new(header, m.pkt_len(), input, output, reason);
+            record.unreported = self.unreported;
+            if r.ring.enqueue_burst(std::slice::from_ref(&record)) == 0 {
+                self.unreported += 1;
+            }
         }
+    }
+
+    /// Counts `n` drops with no frame left to show (a copy that could not be made).
+    #[cold]
+    fn lost(&mut self, n: u64) {
+        self.unreported += n;
     }
 }
 
@@ -382,8 +394,17 @@ impl Egress {
         self.join(p, m, c);
     }
 
+    /// Counts `n` frames dropped for want of a buffer to make them in (TxFull): no frame is
+    /// left to report.
+    #[cold]
+    fn lost(&mut self, n: u64, c: &mut Counters) {
+        c.drop_n(DropReason::TxFull, n);
+        self.drops.lost(n);
+    }
+
     /// Counts `m`, given `port` to send ([`NO_PORT`]: none to send it to), as dropped there
     /// for `reason`, and reports it.
+    #[cold]
     #[inline(never)]
     fn drop_out(&mut self, m: &Mbuf, port: u16, reason: DropReason, c: &mut Counters) {
         c.drop_one(reason);
@@ -663,6 +684,7 @@ impl Worker {
                 reporting: drops,
                 left: 0,
                 second: u32::MAX,
+                unreported: 0,
             },
         };
         egress.set_view(&view, egress_meters);
@@ -844,7 +866,7 @@ impl Worker {
                                 let want = view.egress_tagged(vlan, out).then(|| tci_for(p, vlan));
                                 match into_wire(&pool, m, p.form() != FORM_UNTAGGED, want) {
                                     Some(m) => egress.push(out, m, &mut c),
-                                    None => c.drop_one(DropReason::TxFull),
+                                    None => egress.lost(1, &mut c),
                                 }
                             }
                         }
@@ -878,11 +900,7 @@ impl Worker {
                             }
                         }
                         Action::Drop(r) => {
-                            c.drop_one(r);
-                            c.port_add(inp, PortCounter::RxDropped, 1);
-                            egress
-                                .drops
-                                .note(now, std::slice::from_ref(&m), ingress, NO_PORT, r);
+                            drop_in(&mut egress, &mut c, &m, ingress, r, now);
                             if r == DropReason::BpduGuard
                                 && bpdu_guard_fired(&mut view, ingress, &mut c)
                             {
@@ -1053,6 +1071,7 @@ fn send_cached_frames(
     sampled: u32,
 ) -> (usize, u32) {
     let mut first = 0;
+    let mut run = VlanRun::default();
     // Every frame's key first, its set prefetched, so the probes below overlap. A frame of the
     // same conversation as the one before it (most of a VM's burst) reuses its slot.
     let mut prev: Option<(FlowKey, Slot)> = None;
@@ -1090,7 +1109,7 @@ fn send_cached_frames(
             break;
         };
         *w.bytes += u64::from(m.pkt_len());
-        w.vlans.unicast(h.vlan(), m.pkt_len());
+        run.add(h.vlan(), m.pkt_len(), w.vlans);
         w.hit_of[first] = h;
         one_port &= h.as_is() && h.out() == w.hit_of[0].out();
         first += 1;
@@ -1112,12 +1131,44 @@ fn send_cached_frames(
         }
         if let Some(h) = cached(w.flows, m, &w.probes[j], mtu) {
             *w.bytes += u64::from(m.pkt_len());
-            w.vlans.unicast(h.vlan(), m.pkt_len());
+            run.add(h.vlan(), m.pkt_len(), w.vlans);
             w.hit_of[j] = h;
             hits |= 1 << j;
         }
     }
+    run.flush(w.vlans);
     (first, hits)
+}
+
+/// Unicast frames of one VLAN in a row, counted in registers and added to the VLAN's tally
+/// when the VLAN changes or the burst ends: most bursts are one VLAN's, and a memory add per
+/// frame would chain every frame of the burst through the tally's cache line.
+#[derive(Default)]
+struct VlanRun {
+    vlan: u16,
+    frames: u64,
+    bytes: u64,
+}
+
+impl VlanRun {
+    #[inline(always)]
+    fn add(&mut self, vlan: u16, bytes: u32, tally: &mut VlanTally) {
+        if vlan != self.vlan {
+            self.flush(tally);
+            self.vlan = vlan;
+        }
+        self.frames += 1;
+        self.bytes += u64::from(bytes);
+    }
+
+    #[inline(always)]
+    fn flush(&mut self, tally: &mut VlanTally) {
+        if self.frames != 0 {
+            tally.unicast(self.vlan, self.frames, self.bytes);
+            self.frames = 0;
+            self.bytes = 0;
+        }
+    }
 }
 
 /// The flow cache's decision for `m`, received on `ingress`; None sends the frame down the
@@ -1142,7 +1193,7 @@ fn send_cached(pool: &Mempool, h: Hit, m: Mbuf, egress: &mut Egress, c: &mut Cou
     let want = h.out_tagged().then_some(pcp | h.vlan());
     match into_wire(pool, m, h.in_tagged(), want) {
         Some(m) => egress.push(h.out(), m, c),
-        None => c.drop_one(DropReason::TxFull),
+        None => egress.lost(1, c),
     }
 }
 
@@ -1179,6 +1230,23 @@ fn take_sample(
     if s.ring.enqueue_burst(std::slice::from_ref(&record)) == 0 {
         c.port_add(inp, PortCounter::SamplesLost, 1);
     }
+}
+
+/// Counts frame `m`, received on `ingress`, as dropped there for `r`, and reports it.
+#[cold]
+#[inline(never)]
+fn drop_in(egress: &mut Egress, c: &mut Counters, m: &Mbuf, ingress: u16, r: DropReason, now: u32) {
+    c.drop_one(r);
+    c.port_add(usize::from(ingress), PortCounter::RxDropped, 1);
+    // A frame for its own segment was bound back out of the port it came in on.
+    let out = if r == DropReason::SameSegment {
+        ingress
+    } else {
+        NO_PORT
+    };
+    egress
+        .drops
+        .note(now, std::slice::from_ref(m), ingress, out, r);
 }
 
 /// Counts a flood to a group address: received multicast or broadcast on `inp`, given to
@@ -1263,13 +1331,13 @@ fn flood_mixed(
         if copy_mask != 0 {
             match retagged_copy(pool, &m, tagged, copy_want) {
                 Some(copy) => egress.push_all(copy_mask, copy, c),
-                None => c.drop_n(DropReason::TxFull, u64::from(copy_mask.count_ones())),
+                None => egress.lost(u64::from(copy_mask.count_ones()), c),
             }
         }
         (orig_mask, orig_want)
     };
     match into_wire(pool, m, tagged, orig_want) {
         Some(m) => egress.push_all(orig_mask, m, c),
-        None => c.drop_n(DropReason::TxFull, u64::from(orig_mask.count_ones())),
+        None => egress.lost(u64::from(orig_mask.count_ones()), c),
     }
 }

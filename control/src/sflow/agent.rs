@@ -81,12 +81,17 @@ pub struct Agent {
     socket_v6: Option<UdpSocket>,
     started: Instant,
     datagram_sequence: u32,
-    pending: Option<(Datagram, Instant)>,
+    /// Datagrams being filled, and since when: flow and counter samples in one, dropped-packet
+    /// notifications in the other (a collector that predates them, such as pmacct's, drops
+    /// the rest of a datagram at a sample format it does not know).
+    pending: [Option<(Datagram, Instant)>; 2],
     stats: AgentStats,
     vlans: BTreeMap<u16, VlanState>,
     /// The drop-notification budget's current second, and what is left of it.
     drop_window: Instant,
     drop_budget_left: u32,
+    /// Per worker, the drops it did not offer, as its latest record said.
+    unreported_by_worker: Vec<u64>,
 }
 
 impl Agent {
@@ -132,10 +137,11 @@ impl Agent {
             ports: states,
             started: now,
             datagram_sequence: 0,
-            pending: None,
+            pending: [None, None],
             stats: AgentStats::default(),
             vlans: BTreeMap::new(),
             drop_window: now,
+            unreported_by_worker: vec![0; workers],
         })
     }
 
@@ -163,6 +169,8 @@ impl Agent {
         next.stats = self.stats;
         next.vlans = std::mem::take(&mut self.vlans);
         next.drop_window = self.drop_window;
+        next.unreported_by_worker = std::mem::take(&mut self.unreported_by_worker);
+        next.unreported_by_worker.resize(workers, 0);
         next.drop_budget_left = self.drop_budget_left.min(next.spec.drop_notifications);
         *self = next;
         Ok(())
@@ -184,10 +192,11 @@ impl Agent {
             .map(|p| p.if_index)
     }
 
-    /// Adds one sample to the pending datagram, sending it first if the sample does not fit.
+    /// Adds one sample to its pending datagram, sending that first if the sample does not fit.
     fn add(&mut self, sample: &Sample<'_>) {
+        let slot = usize::from(matches!(sample, Sample::Drop(_)));
         for _ in 0..2 {
-            if self.pending.is_none() {
+            if self.pending[slot].is_none() {
                 self.datagram_sequence = self.datagram_sequence.wrapping_add(1);
                 let d = Datagram::new(
                     self.spec.agent_address,
@@ -196,9 +205,9 @@ impl Agent {
                     self.uptime_ms(),
                     self.spec.max_datagram as usize,
                 );
-                self.pending = Some((d, Instant::now()));
+                self.pending[slot] = Some((d, Instant::now()));
             }
-            if let Some((d, _)) = self.pending.as_mut() {
+            if let Some((d, _)) = self.pending[slot].as_mut() {
                 if d.push(sample) {
                     return;
                 }
@@ -207,13 +216,19 @@ impl Agent {
                     return;
                 }
             }
-            self.flush();
+            self.send(slot);
         }
     }
 
-    /// Sends the pending datagram, if any, to every collector.
+    /// Sends the pending datagrams, if any, to every collector.
     pub fn flush(&mut self) {
-        let Some((d, _)) = self.pending.take() else {
+        self.send(0);
+        self.send(1);
+    }
+
+    /// Sends pending datagram `slot`, if any, to every collector.
+    fn send(&mut self, slot: usize) {
+        let Some((d, _)) = self.pending[slot].take() else {
             return;
         };
         if d.is_empty() {
@@ -287,11 +302,15 @@ impl Agent {
         }
     }
 
-    /// Turns drop records into dropped-packet notifications, at most `drop_notifications` a
-    /// second; the rest are counted. `dropped` is every frame the switch has dropped so far
-    /// (all reasons): what was not reported of it goes in each notification's `drops`.
-    pub fn on_drops(&mut self, records: &[DropRecord], dropped: u64) {
+    /// Turns drop records from `worker` into dropped-packet notifications, at most
+    /// `drop_notifications` a second; the rest are counted. Each notification's `drops` is
+    /// every drop not reported before it: those the workers did not offer (their records
+    /// say how many) and those held back here.
+    pub fn on_drops(&mut self, worker: usize, records: &[DropRecord]) {
         for r in records {
+            if let Some(u) = self.unreported_by_worker.get_mut(worker) {
+                *u = (*u).max(r.unreported);
+            }
             if self.drop_window.elapsed() >= Duration::from_secs(1) {
                 self.drop_window = Instant::now();
                 self.drop_budget_left = self.spec.drop_notifications;
@@ -324,8 +343,9 @@ impl Agent {
                 sequence: state.drop_sequence,
                 source_class: SOURCE_IFINDEX,
                 source_index: state.if_index,
-                // This one is reported too: counted in `dropped` but not yet in the stats.
-                drops: dropped.saturating_sub(self.stats.drop_notifications + 1) as u32,
+                // Cumulative, wrapping as sFlow's 32-bit counters do.
+                drops: (self.unreported_by_worker.iter().sum::<u64>()
+                    + self.stats.drop_notifications_limited) as u32,
                 input,
                 output,
                 reason: u32::from(reason.sflow_code()),
@@ -376,12 +396,13 @@ impl Agent {
             }
             self.poll_vlans(vlans, now, every);
         }
-        if self
-            .pending
-            .as_ref()
-            .is_some_and(|(_, t)| t.elapsed() >= MAX_DATAGRAM_AGE)
-        {
-            self.flush();
+        for slot in 0..2 {
+            if self.pending[slot]
+                .as_ref()
+                .is_some_and(|(_, t)| t.elapsed() >= MAX_DATAGRAM_AGE)
+            {
+                self.send(slot);
+            }
         }
     }
 
@@ -454,5 +475,147 @@ fn counter_sample<'a>(
         },
         ethernet: EthernetCounters::unknown(),
         name: (!name.is_empty()).then_some(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::forward::DropReason;
+    use pmdswitch_tests::sflow::{decode, Decoded};
+
+    fn spec(collector: SocketAddr, budget: u32) -> SflowSpec {
+        SflowSpec {
+            collectors: vec![collector],
+            agent_address: "192.0.2.1".parse().unwrap(),
+            sampling_rate: 0,
+            polling_interval: 0,
+            header_bytes: 128,
+            max_datagram: 1400,
+            drop_notifications: budget,
+        }
+    }
+
+    fn port(port_id: u16, if_index: u32) -> AgentPort {
+        AgentPort {
+            port_id,
+            if_index,
+            sampling_rate: 0,
+            name: format!("p{port_id}"),
+        }
+    }
+
+    /// Every datagram the socket has, decoded strictly; also whether each mixed kinds.
+    fn received(sock: &UdpSocket) -> (Decoded, Vec<Vec<u8>>) {
+        let mut d = Decoded::default();
+        let mut all = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = sock.recv(&mut buf) {
+            decode(&buf[..n], &mut d);
+            all.push(buf[..n].to_vec());
+        }
+        (d, all)
+    }
+
+    #[test]
+    fn drop_notifications_are_rate_limited_and_the_rest_counted() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut agent = Agent::new(
+            spec(sock.local_addr().unwrap(), 100),
+            &[port(0, 7), port(1, 8)],
+            1,
+        )
+        .unwrap();
+        let frame: Vec<u8> = (0..200u8).collect();
+        let mut same = DropRecord::new(&frame[..128], 200, 0, NO_PORT, DropReason::SameSegment);
+        let mut full = DropRecord::new(&frame[..64], 64, 0, 1, DropReason::TxFull);
+        // 250 offered in one second by a worker that could not offer 900 others: 100 go out.
+        same.unreported = 900;
+        full.unreported = 900;
+        let records: Vec<DropRecord> = (0..250)
+            .map(|i| if i % 2 == 0 { same } else { full })
+            .collect();
+        agent.on_drops(0, &records);
+        agent.flush();
+        let s = agent.stats();
+        assert_eq!(
+            (s.drop_notifications, s.drop_notifications_limited),
+            (100, 150)
+        );
+        let (d, raw) = received(&sock);
+        assert_eq!(d.drops.len(), 100);
+        assert!(d.flows.is_empty() && d.counters.is_empty());
+        let first = &d.drops[0];
+        assert_eq!(
+            (first.source_class, first.source, first.input, first.output),
+            (0, 7, 7, 0),
+            "an ingress drop: the input port is the source, the output unknown"
+        );
+        assert_eq!(
+            (first.reason, first.frame_length, first.stripped),
+            (268, 204, 4)
+        );
+        assert_eq!(first.header, &frame[..128]);
+        let second = &d.drops[1];
+        assert_eq!((second.input, second.output, second.reason), (7, 8, 259));
+        // Each says how many drops went unreported before it: the worker's 900 (the agent
+        // held none back before these).
+        assert!(d.drops.iter().all(|n| n.drops == 900));
+        let seqs: Vec<u32> = d.drops.iter().map(|n| n.sequence).collect();
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>(), "per source, from 1");
+        // Datagrams hold notifications alone, and no more than max_datagram bytes.
+        assert!(raw.iter().all(|b| b.len() <= 1400));
+        // A new second, a new budget.
+        std::thread::sleep(Duration::from_millis(1010));
+        same.unreported = 1000;
+        agent.on_drops(0, &[same]);
+        agent.flush();
+        let (d, _) = received(&sock);
+        assert_eq!(d.drops.len(), 1);
+        assert_eq!(d.drops[0].drops, 1000 + 150, "the worker's and the agent's");
+        assert_eq!(d.drops[0].sequence, 101);
+    }
+
+    #[test]
+    fn notifications_never_share_a_datagram_with_other_samples() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut agent = Agent::new(spec(sock.local_addr().unwrap(), 10), &[port(0, 7)], 1).unwrap();
+        let frame = [0x02u8; 60];
+        let sample = SampleRecord::new(&frame, 60, 0, SampledOutput::Port(0), 0, 0, 1, 128);
+        let totals = Counters::default();
+        agent.on_samples(0, &[sample], &totals);
+        agent.on_drops(
+            0,
+            &[DropRecord::new(&frame, 60, 0, NO_PORT, DropReason::Runt)],
+        );
+        agent.on_samples(0, &[sample], &totals);
+        agent.flush();
+        let (_, raw) = received(&sock);
+        assert_eq!(raw.len(), 2);
+        for dg in raw {
+            let mut d = Decoded::default();
+            decode(&dg, &mut d);
+            assert!(
+                d.drops.is_empty() || d.flows.is_empty(),
+                "pmacct and other collectors that predate format 5 stop reading a datagram there"
+            );
+        }
+    }
+
+    #[test]
+    fn drop_notifications_off_send_nothing() {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut agent = Agent::new(spec(sock.local_addr().unwrap(), 0), &[port(0, 7)], 1).unwrap();
+        let r = DropRecord::new(&[0; 60], 60, 0, NO_PORT, DropReason::Runt);
+        agent.on_drops(0, &[r; 5]);
+        agent.flush();
+        assert_eq!(received(&sock).1.len(), 0);
+        assert_eq!(agent.stats().drop_notifications_limited, 5);
     }
 }
