@@ -312,3 +312,84 @@ fn a_storm_of_drops_is_rate_limited_and_the_rest_counted() {
     );
     assert!(stormy.iter().all(|n| n.drops <= 5000));
 }
+
+/// A guest that stops taking frames: its ring fills, the rest are dropped at the VM port's
+/// queue (tx_full, sFlow 259 no_buffer_space), reported with the VM port as output.
+#[test]
+fn a_full_guest_ring_is_reported_as_no_buffer_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, stop, h) = collector();
+    let guest = mac(0x61);
+    let frames: Vec<Vec<u8>> = (0..3000u16)
+        .map(|i| frame(guest, mac(0x62), 100, i))
+        .collect();
+    let src = dir.path().join("src.pcap");
+    write_pcap(&src, &frames);
+    let sock = dir.path().join("vm.sock");
+    let vm = format!(
+        "[[ports]]\nname = \"vm\"\nvhost_user = {{ path = \"{}\", mode = \"server\" }}\n",
+        sock.display()
+    );
+    let head = format!(
+        "[sflow]\ncollectors = [\"127.0.0.1:{port}\"]\n{SFLOW_HEAD}drop_notifications = 10000\n\n\
+         [[fdb]]\nport = \"vm\"\nmac = \"02:00:00:00:00:61\"\n\n{vm}"
+    );
+    let cfg = ConfigFile::new(&head);
+    let mut sw = Switch::start(&cfg.args());
+    sw.wait_ready();
+    // The guest: its queue set up and started, never read (testpmd not forwarding).
+    let t = Testpmd::start(
+        &[format!(
+            "net_virtio_user0,path={},queues=1,mac=02:00:00:00:00:61",
+            sock.display()
+        )],
+        &["--forward-mode=io", "--no-lsc-interrupt"],
+    );
+    sw.wait_for_log("port vm: guest connected", Duration::from_secs(10));
+    std::fs::write(
+        cfg.path(),
+        format!(
+            "{head}[[ports]]\nname = \"src\"\ndevargs = \"net_pcap0,rx_pcap={}\"\n",
+            src.display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(sw.appctl(&["config/reload"]).code, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sw.port_counter("src", "rx_packets") < 3000 {
+        assert!(Instant::now() < deadline, "the source never sent");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let done = sw.stop();
+    t.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let d = decoded(&h.join().unwrap());
+    let stats = done.stats.unwrap();
+    let full = stats["drops"]["tx_full"].as_u64().unwrap();
+    assert!(
+        full > 0,
+        "the guest's ring held them all: {}",
+        stats["drops"]
+    );
+    let (src_idx, vm_idx) = (if_index(&stats, "src"), if_index(&stats, "vm"));
+    let notes: Vec<&DropNote> = d.drops.iter().filter(|n| n.reason == 259).collect();
+    // The drop ring holds fewer records than one pcap's worth of refusals; those past it are
+    // counted for the next notification (the storm test checks that count).
+    assert!(!notes.is_empty(), "no notification of {full} tx_full drops");
+    let unreported = notes.iter().map(|n| u64::from(n.drops)).max().unwrap_or(0);
+    assert!(
+        notes.len() as u64 + unreported <= full,
+        "{} + {unreported} > {full}",
+        notes.len()
+    );
+    for n in notes {
+        assert_eq!(
+            (n.source, n.input, n.output),
+            (src_idx, src_idx, vm_idx),
+            "{n:?}"
+        );
+        assert!(frames.iter().any(|f| n.header[..] == f[..]), "{n:?}");
+    }
+}

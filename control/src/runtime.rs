@@ -732,13 +732,9 @@ impl EdgeState {
                 .map_or_else(|| format!("port {id}"), |p| p.spec.name.clone())
         };
         for ring in self.rings.iter_mut() {
-            loop {
-                let n = ring.dequeue_burst(&mut self.buf);
-                if n == 0 {
-                    break;
-                }
-                self.moves.on_moves(&self.buf[..n], fdb, &name_of);
-            }
+            drain_ring(ring, &mut self.buf, |events| {
+                self.moves.on_moves(events, fdb, &name_of)
+            });
         }
     }
 }
@@ -757,28 +753,32 @@ struct SflowExport {
 impl SflowExport {
     /// Moves every waiting sample and drop record from the workers' rings into the agent.
     fn drain(&mut self, totals: &Counters) {
+        let agent = &mut self.agent;
         for (w, ring) in self.rings.iter_mut().enumerate() {
-            loop {
-                let n = ring.dequeue_burst(&mut self.buf);
-                if n == 0 {
-                    break;
+            drain_ring(ring, &mut self.buf, |records| {
+                if let Some(a) = agent.as_mut() {
+                    a.on_samples(w, records, totals);
                 }
-                if let Some(agent) = self.agent.as_mut() {
-                    agent.on_samples(w, &self.buf[..n], totals);
-                }
-            }
+            });
         }
         for (w, ring) in self.drop_rings.iter_mut().enumerate() {
-            loop {
-                let n = ring.dequeue_burst(&mut self.drop_buf);
-                if n == 0 {
-                    break;
+            drain_ring(ring, &mut self.drop_buf, |records| {
+                if let Some(a) = agent.as_mut() {
+                    a.on_drops(w, records);
                 }
-                if let Some(agent) = self.agent.as_mut() {
-                    agent.on_drops(w, &self.drop_buf[..n]);
-                }
-            }
+            });
         }
+    }
+}
+
+/// Dequeues `ring` into `buf` a burst at a time until it is empty, handing each burst to `f`.
+fn drain_ring<T: Copy + Send>(ring: &mut RingConsumer<T>, buf: &mut [T], mut f: impl FnMut(&[T])) {
+    loop {
+        let n = ring.dequeue_burst(buf);
+        if n == 0 {
+            break;
+        }
+        f(&buf[..n]);
     }
 }
 

@@ -505,7 +505,15 @@ mod tests {
         }
     }
 
-    /// Every datagram the socket has, decoded strictly; also whether each mixed kinds.
+    /// A collector socket on loopback that gives up reading after 100 ms of silence.
+    fn listener() -> UdpSocket {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        sock
+    }
+
+    /// Every datagram the socket has: decoded strictly, and as bytes.
     fn received(sock: &UdpSocket) -> (Decoded, Vec<Vec<u8>>) {
         let mut d = Decoded::default();
         let mut all = Vec::new();
@@ -519,9 +527,7 @@ mod tests {
 
     #[test]
     fn drop_notifications_are_rate_limited_and_the_rest_counted() {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let sock = listener();
         let mut agent = Agent::new(
             spec(sock.local_addr().unwrap(), 100),
             &[port(0, 7), port(1, 8)],
@@ -580,9 +586,7 @@ mod tests {
 
     #[test]
     fn notifications_never_share_a_datagram_with_other_samples() {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let sock = listener();
         let mut agent = Agent::new(spec(sock.local_addr().unwrap(), 10), &[port(0, 7)], 1).unwrap();
         let frame = [0x02u8; 60];
         let sample = SampleRecord::new(&frame, 60, 0, SampledOutput::Port(0), 0, 0, 1, 128);
@@ -608,9 +612,7 @@ mod tests {
 
     #[test]
     fn drop_notifications_off_send_nothing() {
-        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
+        let sock = listener();
         let mut agent = Agent::new(spec(sock.local_addr().unwrap(), 0), &[port(0, 7)], 1).unwrap();
         let r = DropRecord::new(&[0; 60], 60, 0, NO_PORT, DropReason::Runt);
         agent.on_drops(0, &[r; 5]);
