@@ -9,7 +9,21 @@
 //! Every switch here starts through the harness (`run_pcap_config`): EAL arguments
 //! `--no-pci --in-memory --file-prefix <unique>`, so no PCI device is ever probed.
 
+use std::sync::atomic::Ordering;
+
+use pmdswitch_tests::sflow::{collector, decode, Decoded};
 use pmdswitch_tests::*;
+
+fn if_index(stats: &serde_json::Value, port: &str) -> u32 {
+    stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port)
+        .unwrap_or_else(|| panic!("no port {port}"))["if_index"]
+        .as_u64()
+        .unwrap() as u32
+}
 
 const ACCESS10: &str = "vlan_mode = \"access\"\nvlan = 10";
 const TRUNK: &str = "vlan_mode = \"trunk\"\ntrunks = [10, 20]";
@@ -116,11 +130,20 @@ fn a_move_within_a_burst_turns_the_decisions_cached_for_the_frames_after_it() {
     from_c.push(frame(y, x, 100, 100)); // X moves to c (and Y is on c: same segment)
     from_c.extend((0..5).map(|i| frame(x, y, 100, 200 + i)));
     let ports = [
-        PcapPort::new("a", "", vec![frame(BROADCAST, x, 100, 1)]),
-        PcapPort::new("b", "", vec![]),
-        PcapPort::new("c", "", from_c.clone()),
+        PcapPort::new("a", ACCESS10, vec![frame(BROADCAST, x, 100, 1)]),
+        PcapPort::new("b", ACCESS10, vec![]),
+        PcapPort::new("c", ACCESS10, from_c.clone()),
     ];
-    let r = run_pcap_config("", &ports, 2.0);
+    // Sampled 1-in-1: the frames the cache had decided before the move are sampled once, as
+    // the full path then decides them.
+    let (port, stop, h) = collector();
+    let head = format!(
+        "[sflow]\ncollectors = [\"127.0.0.1:{port}\"]\nagent_address = \"192.0.2.1\"\n\
+         sampling_rate = 1\npolling_interval = 0\n"
+    );
+    let r = run_pcap_config(&head, &ports, 2.0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
     assert_eq!(
         describe(r.out("a")),
         describe(&from_c[..33]),
@@ -129,4 +152,97 @@ fn a_move_within_a_burst_turns_the_decisions_cached_for_the_frames_after_it() {
     assert_frames("b", r.out("b"), &[frame(BROADCAST, x, 100, 1)]);
     assert_eq!(r.drops("same_segment"), 6);
     assert_eq!(r.stats["fdb"]["moved"].as_u64(), Some(1));
+    // Every frame counted once in its VLAN: 33 to X and a broadcast forwarded, 6 dropped.
+    let v = &r.stats["vlans"]["10"];
+    assert_eq!(
+        [&v["octets"], &v["unicast"], &v["broadcast"], &v["discards"]],
+        [3400, 33, 1, 6].map(serde_json::Value::from).each_ref(),
+        "VLAN 10: {v}"
+    );
+    let mut d = Decoded::default();
+    for dg in &h.join().unwrap() {
+        decode(dg, &mut d);
+    }
+    let c = if_index(&r.stats, "c");
+    let from_c_samples: Vec<u32> = d
+        .flows
+        .iter()
+        .filter(|f| f.input == c)
+        .map(|f| f.output)
+        .collect();
+    assert_eq!(from_c_samples.len(), from_c.len(), "one sample per frame");
+    let dropped = from_c_samples
+        .iter()
+        .filter(|&&o| o == 0x4000_0000 | 268)
+        .count();
+    assert_eq!(dropped, 6, "port_loopback_filter: {from_c_samples:x?}");
+}
+
+/// sFlow samples the frames the cache decides without sending them down the full path: at
+/// 1-in-1 every frame of a cached conversation is sampled once, reported as the full path
+/// reports it (egress port, VLAN, priority, header, pool), and still leaves by the cache.
+#[test]
+fn sampled_frames_keep_the_cached_path_and_are_reported_as_the_full_path_would() {
+    let (a, t) = (mac(0x0a), mac(0x1e));
+    let (port, stop, h) = collector();
+    let head = format!(
+        "{}{}[sflow]\ncollectors = [\"127.0.0.1:{port}\"]\nagent_address = \"192.0.2.1\"\n\
+         sampling_rate = 1\npolling_interval = 0\n",
+        static_entry("a", 10, 0x0a),
+        static_entry("t", 10, 0x1e),
+    );
+    // T -> A: tagged VLAN 10 PCP 5 in on the trunk, popped on the access port.
+    let t_to_a: Vec<Vec<u8>> = (0..N).map(|i| frame(a, t, 100, i)).collect();
+    let ports = [
+        PcapPort::new("a", ACCESS10, vec![]),
+        PcapPort::new(
+            "t",
+            TRUNK,
+            t_to_a.iter().map(|f| tagged(f, 5, 10)).collect(),
+        ),
+    ];
+    let r = run_pcap_config(&head, &ports, 2.0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let mut d = Decoded::default();
+    for dg in &h.join().unwrap() {
+        decode(dg, &mut d);
+    }
+    assert_frames("a (access 10)", r.out("a"), &t_to_a);
+    let w0 = &r.stats["workers"][0];
+    let hits = w0["flow_cache_hits"].as_u64().expect("flow_cache_hits");
+    assert!(
+        hits >= u64::from(N) - 64,
+        "{hits} of {N} frames by the cache: sampling sent them down the full path"
+    );
+    let index = |name: &str| if_index(&r.stats, name);
+    let flows: Vec<_> = d.flows.iter().filter(|f| f.input == index("t")).collect();
+    assert_eq!(
+        flows.len(),
+        usize::from(N),
+        "1-in-1: every frame sampled once"
+    );
+    for f in &flows {
+        assert_eq!(f.output, index("a"), "{f:?}");
+        assert_eq!(
+            (f.src_vlan, f.src_priority, f.dst),
+            (10, 5, (10, 5)),
+            "{f:?}"
+        );
+        // 104 bytes on the wire with the FCS sFlow counts.
+        assert_eq!((f.frame_length, f.stripped), (108, 4), "{f:?}");
+    }
+    let mut pools: Vec<u32> = flows.iter().map(|f| f.pool).collect();
+    pools.sort_unstable();
+    assert_eq!(
+        pools,
+        (1..=u32::from(N)).collect::<Vec<_>>(),
+        "one sample per frame seen"
+    );
+    // Each sample's header is its frame, in the order the frames came.
+    let mut by_pool: Vec<_> = flows.iter().map(|f| (f.pool, &f.header)).collect();
+    by_pool.sort_unstable();
+    for ((_, header), sent) in by_pool.iter().zip(&t_to_a) {
+        assert_eq!(**header, tagged(sent, 5, 10));
+    }
 }

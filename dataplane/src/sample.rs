@@ -94,23 +94,49 @@ impl SampleRecord {
         pool: u64,
         header_bytes: usize,
     ) -> SampleRecord {
-        let n = frame.len().min(header_bytes).min(MAX_HEADER);
-        let mut r = SampleRecord {
-            pool,
+        let mut r = SampleRecord::default();
+        r.fill(
+            frame,
             frame_len,
             input,
-            header_len: n as u16,
+            output,
             vlan,
             priority,
-            ..SampleRecord::default()
-        };
-        r.header[..n].copy_from_slice(&frame[..n]);
-        (r.output_kind, r.output_value) = match output {
+            pool,
+            header_bytes,
+        );
+        r
+    }
+
+    /// Makes this record (a ring slot, filled in place) describe a frame: writes the metadata
+    /// and up to `header_bytes` of `frame`, nothing more; header bytes past `header_len` keep
+    /// whatever they held and are never read.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub fn fill(
+        &mut self,
+        frame: &[u8],
+        frame_len: u32,
+        input: u16,
+        output: SampledOutput,
+        vlan: u16,
+        priority: u16,
+        pool: u64,
+        header_bytes: usize,
+    ) {
+        let n = frame.len().min(header_bytes).min(MAX_HEADER);
+        self.pool = pool;
+        self.frame_len = frame_len;
+        self.input = input;
+        self.header_len = n as u16;
+        self.vlan = vlan;
+        self.priority = priority;
+        (self.output_kind, self.output_value) = match output {
             SampledOutput::Port(p) => (0, p),
             SampledOutput::Flood(n) => (1, n),
             SampledOutput::Dropped(reason) => (2, reason),
         };
-        r
+        self.header[..n].copy_from_slice(&frame[..n]);
     }
 
     /// Where the frame went.
@@ -257,7 +283,9 @@ impl Sampler {
         self.rng ^= self.rng >> 27;
         let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32;
         let span = 2 * u64::from(self.rate) - 1; // uniform in [1, 2N-1]: mean N
-        (1 + r % span) as u32
+                                                 // Scaled by a multiply, not a division (Lemire): a 64-bit divide costs tens of cycles
+                                                 // per sample; the bias is below span / 2^32.
+        (1 + ((r * span) >> 32)) as u32
     }
 
     /// Accounts a burst of `n` frames (at most 32) and returns which to sample: bit i set for

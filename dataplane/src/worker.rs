@@ -420,6 +420,12 @@ impl Egress {
         );
     }
 
+    /// True when frames to `port` may join its batch as they are ([`Egress::join_run`]).
+    #[inline(always)]
+    fn is_ready(&self, port: u16) -> bool {
+        port < 64 && self.ready & (1 << port) != 0
+    }
+
     /// Moves the next `k` frames of `pkts` (k of them left) to `port`'s batch, sending it
     /// whenever it fills, if the port is ready: true when it did; false leaves them in `pkts`.
     #[inline(always)]
@@ -430,10 +436,10 @@ impl Egress {
         mut k: usize,
         c: &mut Counters,
     ) -> bool {
-        let p = usize::from(port);
-        if p >= 64 || self.ready & (1 << p) == 0 {
+        if !self.is_ready(port) {
             return false;
         }
+        let p = usize::from(port);
         while k > 0 {
             if self.batches[p].is_full() {
                 self.flush_port(p, c);
@@ -771,6 +777,8 @@ impl Worker {
                             c: &mut c,
                             bytes: &mut bytes,
                             vlans: &mut vlans,
+                            sampling: sampling.as_mut(),
+                            pool_before,
                         },
                         &mut pkts,
                         n,
@@ -788,25 +796,40 @@ impl Worker {
                     });
                 let mut i = first;
                 let mut k = 0;
+                let mut later_hits = VlanRun::default();
                 while i < n {
                     if hits & (1 << i) != 0 {
                         // Runs of cached frames join their batch at once here too.
                         let h = hit_of[i];
+                        let joins = h.as_is() && egress.is_ready(h.out());
                         let mut run = 1;
-                        while h.as_is()
+                        while joins
                             && i + run < n
                             && hits & (1 << (i + run)) != 0
                             && hit_of[i + run] == h
                         {
                             run += 1;
                         }
-                        if h.as_is() && egress.join_run(h.out(), &mut pkts, run, &mut c) {
-                            i += run;
+                        // Counted and sampled as they leave: by now no move in this burst can
+                        // turn them to the full path (one before them already did).
+                        for j in 0..run {
+                            let Some(m) = pkts.ahead(j) else { break };
+                            bytes += u64::from(m.pkt_len());
+                            later_hits.add(h.vlan(), m.pkt_len(), &mut vlans);
+                            if sampled & (1 << (i + j)) != 0 {
+                                if let Some(s) = sampling.as_mut() {
+                                    let pool = pool_before + (i + j) as u64 + 1;
+                                    sample_hit(s, m, h, ingress, pool, &mut c);
+                                }
+                            }
+                        }
+                        if joins {
+                            egress.join_run(h.out(), &mut pkts, run, &mut c);
                         } else {
                             let Some(m) = pkts.next() else { break };
                             send_cached(&pool, h, m, &mut egress, &mut c);
-                            i += 1;
                         }
+                        i += run;
                         continue;
                     }
                     if k + LOOKAHEAD < nmiss {
@@ -830,7 +853,13 @@ impl Worker {
                     }
                     if sampled & (1 << (i - 1)) != 0 {
                         if let Some(s) = sampling.as_mut() {
-                            take_sample(s, &m, p, &v, ingress, pool_before + i as u64, &mut c);
+                            let taken = Taken {
+                                output: SampledOutput::of(v.action),
+                                vlan: p.vlan().unwrap_or(0),
+                                priority: u16::from(p.pcp()),
+                                pool: pool_before + i as u64,
+                            };
+                            take_sample(s, &m, taken, ingress, &mut c);
                         }
                     }
                     match v.learn {
@@ -920,6 +949,7 @@ impl Worker {
                         k = 0;
                     }
                 }
+                later_hits.flush(&mut vlans);
                 egress.flush_all(&mut c);
                 let cached = u64::from(hits.count_ones());
                 c.add(WorkerCounter::Unicast, cached);
@@ -1054,10 +1084,14 @@ struct CacheWork<'a> {
     c: &'a mut Counters,
     bytes: &'a mut u64,
     vlans: &'a mut VlanTally,
+    /// sFlow: the worker's samplers and ring, and the ingress sampler's count before this burst.
+    sampling: Option<&'a mut Sampling>,
+    pool_before: u64,
 }
 
 /// The flow cache's part of a burst of `n` frames from `ingress`: sends the opening run of
-/// frames it decides and probes the rest (not the `sampled` ones). Returns how many frames
+/// frames it decides and probes the rest. A `sampled` frame it decides is sampled on the side
+/// and forwards as decided: sampling does not send frames down the full path. Returns how many frames
 /// it sent (taken from `pkts`) and which frames it decides, one bit each (the opening run's
 /// and the later ones, whose decisions are in `hit_of`). Out of line: the poll loop stays
 /// small for the full path.
@@ -1094,9 +1128,6 @@ fn send_cached_frames(
     // the key of the one before it takes that one's decision without a probe.
     let mut one_port = true;
     while let Some(m) = pkts.ahead(first) {
-        if sampled & (1 << first) != 0 {
-            break;
-        }
         let same = first > 0 && w.probes[first] == w.probes[first - 1];
         let h = if same {
             w.flows
@@ -1108,6 +1139,11 @@ fn send_cached_frames(
         let Some(h) = h else {
             break;
         };
+        if sampled & (1 << first) != 0 {
+            if let Some(s) = w.sampling.as_deref_mut() {
+                sample_hit(s, m, h, ingress, w.pool_before + first as u64 + 1, w.c);
+            }
+        }
         *w.bytes += u64::from(m.pkt_len());
         run.add(h.vlan(), m.pkt_len(), w.vlans);
         w.hit_of[first] = h;
@@ -1126,12 +1162,9 @@ fn send_cached_frames(
         let Some(m) = pkts.ahead(j - first) else {
             break;
         };
-        if sampled & (1 << j) != 0 {
-            continue;
-        }
+        // Counted, and sampled, when they leave (a move before them may still send them down
+        // the full path).
         if let Some(h) = cached(w.flows, m, &w.probes[j], mtu) {
-            *w.bytes += u64::from(m.pkt_len());
-            run.add(h.vlan(), m.pkt_len(), w.vlans);
             w.hit_of[j] = h;
             hits |= 1 << j;
         }
@@ -1202,32 +1235,54 @@ fn be16(b: &[u8]) -> u16 {
     u16::from_be_bytes([b[0], b[1]])
 }
 
+/// Samples frame `m`, which the flow cache decided `h` for, the `pool`th frame its sampler
+/// saw: the record says what the full path would (one egress port, the frame's VLAN and
+/// priority).
+#[inline(never)]
+fn sample_hit(s: &mut Sampling, m: &Mbuf, h: Hit, ingress: u16, pool: u64, c: &mut Counters) {
+    let pcp = match (h.in_tagged(), m.data().get(14..16)) {
+        (true, Some(b)) => be16(b) >> 13,
+        _ => 0,
+    };
+    let taken = Taken {
+        output: SampledOutput::Port(h.out()),
+        vlan: h.vlan(),
+        priority: pcp,
+        pool,
+    };
+    take_sample(s, m, taken, ingress, c);
+}
+
+/// What a sample says beyond the frame itself.
+struct Taken {
+    output: SampledOutput,
+    vlan: u16,
+    priority: u16,
+    /// The ingress sampler's frame count, this frame included.
+    pool: u64,
+}
+
 /// Puts a sampled frame's record into the worker's sample ring (1 frame in N: out of line).
 #[inline(never)]
-fn take_sample(
-    s: &mut Sampling,
-    m: &Mbuf,
-    p: &Prepared,
-    v: &crate::forward::Verdict,
-    ingress: u16,
-    pool: u64,
-    c: &mut Counters,
-) {
+fn take_sample(s: &mut Sampling, m: &Mbuf, t: Taken, ingress: u16, c: &mut Counters) {
     let mut gathered = [0u8; MAX_HEADER];
     let header = header_of(m, s.header_bytes, &mut gathered);
-    let record = SampleRecord::new(
-        header,
-        m.pkt_len(),
-        ingress,
-        SampledOutput::of(v.action),
-        p.vlan().unwrap_or(0),
-        u16::from(p.pcp()),
-        pool,
-        s.header_bytes,
-    );
     let inp = usize::from(ingress);
     c.port_add(inp, PortCounter::SamplesTaken, 1);
-    if s.ring.enqueue_burst(std::slice::from_ref(&record)) == 0 {
+    // Written straight into the ring's slot: only the bytes kept, no record on the stack.
+    let queued = s.ring.push_with(|r| {
+        r.fill(
+            header,
+            m.pkt_len(),
+            ingress,
+            t.output,
+            t.vlan,
+            t.priority,
+            t.pool,
+            s.header_bytes,
+        )
+    });
+    if !queued {
         c.port_add(inp, PortCounter::SamplesLost, 1);
     }
 }

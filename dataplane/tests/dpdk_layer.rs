@@ -74,7 +74,39 @@ fn eal_mempool_ring_and_port_lifecycle() {
         "a full ring takes what fits, never waits"
     );
     assert_eq!(rx.len(), 64);
+    assert!(!tx.push_with(|_| panic!("a full ring calls no fill")));
     assert!(spsc_ring::<[u8; 3]>("bad_ring", 64).is_err());
+
+    // Filled in place: a fill sees the slot's previous value (a default at first), writes
+    // what it writes, and values come out in order across many wraps of a 2^k - 1 ring.
+    let (mut ztx, mut zrx) = spsc_ring::<Record>("test_ring_zc", 15).unwrap();
+    let producer = std::thread::spawn(move || {
+        let mut seq = 0u64;
+        while seq < 10_000 {
+            let pushed = ztx.push_with(|r| {
+                assert!(
+                    r.seq == 0 || r.seq + 16 == seq,
+                    "slot {} held {}",
+                    seq,
+                    r.seq
+                );
+                r.seq = seq;
+                r.port = (seq % 7) as u32;
+            });
+            seq += u64::from(pushed);
+        }
+    });
+    got.clear();
+    while got.len() < 10_000 {
+        let n = zrx.dequeue_burst(&mut buf);
+        got.extend_from_slice(&buf[..n]);
+    }
+    producer.join().unwrap();
+    drop(zrx); // before the EAL goes
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.seq == i as u64 && r.port == (i % 7) as u32));
 
     // A port from devargs, its queues, and mbuf ownership.
     let pool = Arc::new(Mempool::new_pktmbuf("test_pool", 8191, 0, -1).unwrap());

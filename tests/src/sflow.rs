@@ -134,6 +134,12 @@ pub struct Flow {
     pub header_len: u32,
     /// Extended switch: src_vlan.
     pub src_vlan: u32,
+    /// Extended switch: src_priority.
+    pub src_priority: u32,
+    /// Extended switch: dst_vlan and dst_priority.
+    pub dst: (u32, u32),
+    /// Raw header: the frame's first bytes.
+    pub header: Vec<u8>,
 }
 
 /// One counter sample (format 2) of a port: the generic interface record's fields and the name.
@@ -196,7 +202,8 @@ pub fn decode(d: &[u8], out: &mut Decoded) -> bool {
                 assert_eq!(x.u32(), 1001, "extended switch second");
                 assert_eq!(x.u32(), 16);
                 let src_vlan = x.u32();
-                x.skip(12);
+                let src_priority = x.u32();
+                let dst = (x.u32(), x.u32());
                 out.flows.push(Flow {
                     source,
                     rate,
@@ -207,6 +214,9 @@ pub fn decode(d: &[u8], out: &mut Decoded) -> bool {
                     stripped,
                     header_len,
                     src_vlan,
+                    src_priority,
+                    dst,
+                    header,
                 });
             }
             2 if x.b[x.off + 4] == 1 => {

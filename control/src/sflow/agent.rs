@@ -260,8 +260,10 @@ impl Agent {
             else {
                 continue;
             };
+            // A burst's samples may come out of order (the flow cache's before the full
+            // path's): the pool only ever grows.
             if let Some(slot) = state.pool_by_worker.get_mut(worker) {
-                *slot = r.pool;
+                *slot = (*slot).max(r.pool);
             }
             state.flow_sequence = state.flow_sequence.wrapping_add(1);
             let sequence = state.flow_sequence;
