@@ -529,6 +529,76 @@ def sampling_rows(a, base_testpmd, base_ovs):
     return rows
 
 
+def churn_run(pcaps, churn, secs):
+    """2 x 1K talking for secs; with churn (pcap paths, one a second), each second a port is
+    added that sends one file of new sources once, and deleted half a second later. Returns
+    the talking pairs' steady rate (Mpps: the churn frames taken out) and the fdb's size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "bench.toml")
+        with open(cfg, "w") as f:
+            for i, p in enumerate(pcaps):
+                f.write(f'[[ports]]\nname = "p{i}"\ndevargs = "net_pcap{i},rx_pcap={p},infinite_rx=1"\n\n')
+            f.write(f"[bridge]\nfdb_capacity = {2 * (2048 + CHURN_PER_SECOND * (secs + 1))}\n")
+        st, ctl = os.path.join(tmp, "stats.json"), os.path.join(tmp, "ctl.sock")
+        args = [BIN, "run", "--config", cfg, "--duration", str(secs), "--stats-interval", "1",
+                "--stats-json", st, "--ctl", ctl, "--"] + eal("churn")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        for k, path in enumerate(churn[: secs - 3]):
+            t0 = time.monotonic()
+            subprocess.run([BIN, "ctl", "--socket", ctl, "port/add", f"churn{k}",
+                            f"net_pcap{10 + k},rx_pcap={path}"], capture_output=True, check=True)
+            time.sleep(0.5)
+            subprocess.run([BIN, "ctl", "--socket", ctl, "port/del", f"churn{k}"],
+                           capture_output=True, check=True)
+            time.sleep(max(0.0, 1 - (time.monotonic() - t0)))
+        _, err = proc.communicate(timeout=secs + 60)
+        if proc.returncode != 0:
+            sys.exit(f"pmdswitch failed:\n{err[-3000:]}")
+        rates = [float(m) for m in re.findall(r"\| ([0-9.]+) kpps", err)]
+        stats = json.load(open(st))
+    steady = statistics.median(rates[3:-1] if len(rates) > 5 else rates[-1:]) / 1e3
+    return {"mpps": steady - (CHURN_PER_SECOND / 1e6 if churn else 0),
+            "fdb_entries": stats["fdb"]["entries"], "fdb_learned": stats["fdb"]["learned"],
+            "fdb_full": stats["fdb"].get("full")}
+
+
+# New source addresses a second in the MAC churn row.
+CHURN_PER_SECOND = 100_000
+
+
+def churn_row(a):
+    """MAC churn: 2 x 1K MACs talking while another port brings 100K new source addresses a
+    second (VMs migrating, a scan), against the same pairs alone, in alternating runs."""
+    secs = max(a.secs, 8)
+    with tempfile.TemporaryDirectory() as tmp:
+        pcaps = make_pcaps(tmp, 2, 1024)
+        churn = []
+        # Each second's sources are new; they go to a talking host (known: unicast).
+        for k in range(secs):
+            path = os.path.join(tmp, f"churn{k}.pcap")
+            pad = b"\x08\x00" + bytes(60)
+            write_pcap(path, ((mac(0, 0) + mac(0x66, k * CHURN_PER_SECOND + i) + pad)[:60]
+                              for i in range(CHURN_PER_SECOND)))
+            churn.append(path)
+        alone, churned = [], []
+        for r in range(a.runs):
+            alone.append(churn_run(pcaps, [], secs))
+            churned.append(churn_run(pcaps, churn, secs))
+            print(f"  MAC churn run {r + 1}: talking pairs {churned[-1]['mpps']:.2f} Mpps with"
+                  f" {CHURN_PER_SECOND // 1000}K new sources/s ({churned[-1]['fdb_learned']} learned),"
+                  f" {alone[-1]['mpps']:.2f} alone", file=sys.stderr)
+    row = {"setup": "2 x 1K talking, 100K new MACs/s", "unit": "Mpps",
+           "pmdswitch": med(churned, "mpps"), "alone": med(alone, "mpps"),
+           "fdb_learned": med(churned, "fdb_learned"),
+           "testpmd_io": None, "ovs_dpdk": None,
+           "note": "talking pairs' rate; target at least 0.8 of their rate alone"}
+    row["share_of_alone"] = row["pmdswitch"] / row["alone"]
+    print(f"  MAC churn: the talking pairs keep {row['share_of_alone']:.2f} of their rate"
+          " (target at least 0.8)", file=sys.stderr)
+    return row
+
+
 def drop_notification_row(a, base_testpmd):
     """2 x 1K with one frame in 64 dropped (same segment), sFlow drop notifications at the
     default 100 a second against none: what reporting drops costs the worker."""
@@ -584,7 +654,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3, help="alternating runs per figure (median)")
     ap.add_argument("--secs", type=int, default=5, help="seconds per run")
-    ap.add_argument("--only", choices=["pcap", "vm", "tcp"], help="run one kind of measurement")
+    ap.add_argument("--only", choices=["pcap", "vm", "tcp", "churn"], help="run one kind of measurement")
     ap.add_argument("--setups", type=int, default=len(SETUPS), help="run the first N pcap setups")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="where bench.json and bench.png go")
     ap.add_argument("--baseline", metavar="BIN",
@@ -601,7 +671,7 @@ def main():
         if not have_ovs:
             print("  (OVS-DPDK not installed: scripts/setup.sh --bench installs it)", file=sys.stderr)
         try:
-            base_testpmd = base_ovs = base_sw = None
+            base_testpmd = base_ovs = base_sw = base_own = None
             for label, nports, macs, prelearn, sflow_rate, vlans in SETUPS[: a.setups]:
                 # Variants of 2 x 1K (sampling, VLANs, a full table) are set against its peers.
                 variant = bool(prelearn or sflow_rate or vlans)
@@ -634,8 +704,20 @@ def main():
                         "ovs_dpdk": med(ov, "mpps") if ov else None,
                         "ovs_cycles_per_packet": med(ov, "cycles_per_packet") if ov else None,
                     }
+                    if row["testpmd_io"] and row["pmdswitch"]:
+                        # The switch's own cost: its time per frame beyond testpmd io's on the
+                        # same pcaps, in ns and in TSC cycles (the worker's cycles per second
+                        # are its cycles per frame times its rate).
+                        own_ns = 1e3 / row["pmdswitch"] - 1e3 / row["testpmd_io"]
+                        ghz = row["pmdswitch_cycles_per_packet"] * row["pmdswitch"] / 1e3
+                        row["own_ns_per_frame"], row["own_cycles_per_frame"] = own_ns, own_ns * ghz
+                        if base_own:
+                            row["own_cost_vs_2x1k"] = own_ns / base_own
+                        print(f"  {label}: own cost {own_ns:.1f} ns, {own_ns * ghz:.0f} cycles a frame"
+                              + (f" ({own_ns / base_own:.1f}x 2 x 1K's)" if base_own else ""), file=sys.stderr)
                     if nports == 2 and macs == 1024 and not variant:
                         base_testpmd, base_ovs, base_sw = row["testpmd_io"], row["ovs_dpdk"], row["pmdswitch"]
+                        base_own = row.get("own_ns_per_frame")
                     if variant:
                         # Same devices and frames as 2 x 1K: the peers' figures are that run's.
                         row["testpmd_io"], row["ovs_dpdk"] = base_testpmd, (base_ovs if sflow_rate else None)
@@ -650,10 +732,14 @@ def main():
             if a.setups >= 1:
                 rows.extend(sampling_rows(a, base_testpmd, base_ovs))
                 rows.append(drop_notification_row(a, base_testpmd))
+                if a.only is None:
+                    rows.append(churn_row(a))
             if a.baseline:
                 rows.append(baseline_row(a))
         finally:
             ovs.stop()
+    if a.only == "churn":
+        rows.append(churn_row(a))
     if a.only in (None, "vm"):
         # Frame sizes on the wire (RFC 2544), FCS included: testpmd builds them 4 bytes shorter.
         # 9000-byte frames are chains of 2 KiB buffers on every side.
@@ -705,14 +791,15 @@ def main():
         return a_ / b_ if a_ is not None and b_ else None
 
     print(f"\n{'setup':<36} {'unit':>6} {'pmdswitch':>9} {'cyc/pkt':>7} {'testpmd':>8} {'OVS':>6} "
-          f"{'/testpmd':>8} {'/OVS':>6} {'fdb':>8} {'RSS MiB':>7} {'huge MiB':>8}")
+          f"{'/testpmd':>8} {'/OVS':>6} {'own ns':>6} {'own cyc':>7} {'fdb':>8} {'RSS MiB':>7} {'huge MiB':>8}")
     for r in rows:
         r["ratio_to_testpmd"] = ratio(r["pmdswitch"], r.get("testpmd_io"))
         r["ratio_to_ovs"] = ratio(r["pmdswitch"], r.get("ovs_dpdk"))
         mib = lambda k: None if not r.get(k) else r[k] / 2**20  # noqa: E731
         print(f"{r['setup']:<36} {r['unit']:>6} {fmt(r['pmdswitch']):>9} {fmt(r.get('pmdswitch_cycles_per_packet'), '.0f'):>7} "
               f"{fmt(r.get('testpmd_io')):>8} {fmt(r.get('ovs_dpdk')):>6} {fmt(r['ratio_to_testpmd']):>8} "
-              f"{fmt(r['ratio_to_ovs']):>6} {fmt(r.get('fdb_entries'), '.0f'):>8} {fmt(mib('rss_bytes'), '.0f'):>7} "
+              f"{fmt(r['ratio_to_ovs']):>6} {fmt(r.get('own_ns_per_frame'), '.1f'):>6} "
+              f"{fmt(r.get('own_cycles_per_frame'), '.0f'):>7} {fmt(r.get('fdb_entries'), '.0f'):>8} {fmt(mib('rss_bytes'), '.0f'):>7} "
               f"{fmt(mib('hugetlb_bytes'), '.0f'):>8}")
     remove_runtime_dirs()
     with open(os.path.join(a.out, "bench.json"), "w") as f:
