@@ -11,7 +11,12 @@ in five setups: 2 ports x 1K MACs (also with every frame tagged on two 802.1Q tr
 its cost), 4 ports x 1K MACs, 2 ports x 64K MACs (128K learned), and 2 ports x 1K MACs with 1M
 more entries learned first. Each figure is the median of --runs alternating runs, measured over
 the steady state. sFlow sampling's cost: 2 x 1K sampled 1-in-100 and 1-in-1000 against
-unsampled, at least five alternating runs of each (targets: at most 2% and 0.5% lost). Also: iperf3 TCP between two namespaces on
+unsampled, at least five alternating runs of each (targets: at most 2% and 0.5% lost). Each
+setup with a testpmd figure also gets the switch's own cost per frame (its time per frame
+minus testpmd io's, in ns and cycles) and that cost against 2 x 1K's. MAC churn (--only churn,
+and in a full run): 2 x 1K talking while, each second, a port is added that sends 100K frames
+from new source addresses once (within a few ms) and is deleted; the talking pairs' rate
+against theirs alone (target: at least 0.8). Also: iperf3 TCP between two namespaces on
 net_tap ports (pmdswitch and testpmd io), and pmdswitch's resident memory and hugepage use.
 
 The VM leg (--only vm): two vhost-user ports and ONE peer process, testpmd with two
