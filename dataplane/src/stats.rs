@@ -368,6 +368,15 @@ impl VlanTally {
         v[VlanCounter::Unicast as usize] += frames;
     }
 
+    /// Takes back unicast frames counted in `vlan` that did not leave as counted (the flow
+    /// cache's decision for them was turned by a MAC move; the full path counts them again).
+    #[cold]
+    pub fn unicast_back(&mut self, vlan: u16, frames: u64, bytes: u64) {
+        let v = &mut self.vals[usize::from(vlan) & (VLAN_IDS - 1)];
+        v[VlanCounter::Octets as usize] = v[VlanCounter::Octets as usize].wrapping_sub(bytes);
+        v[VlanCounter::Unicast as usize] = v[VlanCounter::Unicast as usize].wrapping_sub(frames);
+    }
+
     /// Counts a frame admitted into `vlan` and dropped.
     #[inline(always)]
     pub fn discarded(&mut self, vlan: u16) {

@@ -796,7 +796,6 @@ impl Worker {
                     });
                 let mut i = first;
                 let mut k = 0;
-                let mut later_hits = VlanRun::default();
                 while i < n {
                     if hits & (1 << i) != 0 {
                         // Runs of cached frames join their batch at once here too.
@@ -810,16 +809,16 @@ impl Worker {
                         {
                             run += 1;
                         }
-                        // Counted and sampled as they leave: by now no move in this burst can
-                        // turn them to the full path (one before them already did).
-                        for j in 0..run {
-                            let Some(m) = pkts.ahead(j) else { break };
-                            bytes += u64::from(m.pkt_len());
-                            later_hits.add(h.vlan(), m.pkt_len(), &mut vlans);
-                            if sampled & (1 << (i + j)) != 0 {
-                                if let Some(s) = sampling.as_mut() {
-                                    let pool = pool_before + (i + j) as u64 + 1;
-                                    sample_hit(s, m, h, ingress, pool, &mut c);
+                        // Sampled as they leave: by now no move in this burst can turn them
+                        // to the full path (one before them already did).
+                        if u64::from(sampled) >> i != 0 {
+                            if let Some(s) = sampling.as_mut() {
+                                for j in 0..run {
+                                    let Some(m) = pkts.ahead(j) else { break };
+                                    if sampled & (1 << (i + j)) != 0 {
+                                        let pool = pool_before + (i + j) as u64 + 1;
+                                        sample_hit(s, m, h, ingress, pool, &mut c);
+                                    }
                                 }
                             }
                         }
@@ -942,6 +941,7 @@ impl Worker {
                     // The rest of the burst was probed before this move, which may turn their
                     // decisions: it all takes the full path.
                     if moved_here && u64::from(hits) >> i != 0 {
+                        uncount_hits(hits >> i, i, &pkts, &hit_of, &mut bytes, &mut vlans);
                         hits &= ((1u64 << i) - 1) as u32;
                         nmiss = plan_misses(hits, i, n, &pkts, &mut misses, &mut prepared, |d| {
                             prepare_in(tier, d, &ctx, &view, &fdb)
@@ -949,7 +949,6 @@ impl Worker {
                         k = 0;
                     }
                 }
-                later_hits.flush(&mut vlans);
                 egress.flush_all(&mut c);
                 let cached = u64::from(hits.count_ones());
                 c.add(WorkerCounter::Unicast, cached);
@@ -1162,15 +1161,39 @@ fn send_cached_frames(
         let Some(m) = pkts.ahead(j - first) else {
             break;
         };
-        // Counted, and sampled, when they leave (a move before them may still send them down
-        // the full path).
+        // Counted now (taken back if a move before them sends them down the full path),
+        // sampled when they leave.
         if let Some(h) = cached(w.flows, m, &w.probes[j], mtu) {
+            *w.bytes += u64::from(m.pkt_len());
+            run.add(h.vlan(), m.pkt_len(), w.vlans);
             w.hit_of[j] = h;
             hits |= 1 << j;
         }
     }
     run.flush(w.vlans);
     (first, hits)
+}
+
+/// Takes back the counts of the burst's later hits (`rest`, one bit each from frame `from` on)
+/// that a MAC move sends down the full path, which counts them again.
+#[cold]
+#[inline(never)]
+fn uncount_hits(
+    rest: u32,
+    from: usize,
+    pkts: &BurstDrain,
+    hit_of: &[Hit; BURST_SIZE],
+    bytes: &mut u64,
+    vlans: &mut VlanTally,
+) {
+    for j in 0..BURST_SIZE - from {
+        if rest & (1 << j) == 0 {
+            continue;
+        }
+        let Some(m) = pkts.ahead(j) else { break };
+        *bytes -= u64::from(m.pkt_len());
+        vlans.unicast_back(hit_of[from + j].vlan(), 1, u64::from(m.pkt_len()));
+    }
 }
 
 /// Unicast frames of one VLAN in a row, counted in registers and added to the VLAN's tally
