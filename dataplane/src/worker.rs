@@ -760,8 +760,8 @@ impl Worker {
                 };
                 let mut bytes = 0u64;
                 let mut pkts = burst.drain();
-                // Frames the flow cache decides, one bit each; sampled frames take the full
-                // path, which sees everything a sample reports.
+                // Frames the flow cache decides, one bit each (sampled ones included: a sample
+                // of a cached frame says what the full path would).
                 let mut hits: u32 = 0;
                 // Frames before `first` went out by the cache, in the run that opens the burst.
                 let mut first = 0;

@@ -56,6 +56,10 @@ fn eal_mempool_ring_and_port_lifecycle() {
     while got.len() < 10_000 {
         let n = rx.dequeue_burst(&mut buf);
         got.extend_from_slice(&buf[..n]);
+        // A producer that died (a failed assertion) ends the wait: join reports it.
+        if n == 0 && producer.is_finished() && rx.is_empty() {
+            break;
+        }
     }
     let mut tx = producer.join().unwrap();
     assert!(got
@@ -76,6 +80,15 @@ fn eal_mempool_ring_and_port_lifecycle() {
     assert_eq!(rx.len(), 64);
     assert!(!tx.push_with(|_| panic!("a full ring calls no fill")));
     assert!(spsc_ring::<[u8; 3]>("bad_ring", 64).is_err());
+    #[derive(Clone, Copy, Default)]
+    #[repr(align(128))]
+    struct Wide {
+        _words: [u64; 16],
+    }
+    assert!(
+        spsc_ring::<Wide>("wide_ring", 64).is_err(),
+        "slots would be misaligned"
+    );
 
     // Filled in place: a fill sees the slot's previous value (a default at first), writes
     // what it writes, and values come out in order across many wraps of a 2^k - 1 ring.
@@ -100,6 +113,9 @@ fn eal_mempool_ring_and_port_lifecycle() {
     while got.len() < 10_000 {
         let n = zrx.dequeue_burst(&mut buf);
         got.extend_from_slice(&buf[..n]);
+        if n == 0 && producer.is_finished() && zrx.is_empty() {
+            break;
+        }
     }
     producer.join().unwrap();
     drop(zrx); // before the EAL goes

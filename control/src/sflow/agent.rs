@@ -260,8 +260,7 @@ impl Agent {
             else {
                 continue;
             };
-            // A burst's samples may come out of order (the flow cache's before the full
-            // path's): the pool only ever grows.
+            // A sampler's pool only grows: a record never takes it back.
             if let Some(slot) = state.pool_by_worker.get_mut(worker) {
                 *slot = (*slot).max(r.pool);
             }

@@ -67,6 +67,14 @@ pub fn spsc_ring<T: Copy + Send + Default>(
             "element size {esize} is not a non-zero multiple of 4"
         )));
     }
+    // Slots are filled in place: each must be aligned for T, and they are laid out from a
+    // 64-byte boundary at multiples of T's size.
+    if std::mem::align_of::<T>() > 64 {
+        return Err(invalid(format!(
+            "element alignment {} is over 64 bytes",
+            std::mem::align_of::<T>()
+        )));
+    }
     let esize = u32::try_from(esize).map_err(|_| invalid("element too large".into()))?;
     let cname = CString::new(name).map_err(|_| invalid("ring name contains a NUL byte".into()))?;
     // SAFETY: a valid C name (DPDK copies it), plain sizes and flags; -1 is SOCKET_ID_ANY.
@@ -84,9 +92,9 @@ pub fn spsc_ring<T: Copy + Send + Default>(
     })?;
     // SAFETY: the ring is live and ours alone. Its `size` slots of `esize` bytes start right
     // after the header (rte_ring_elem.h's __rte_ring_get_elem_addr uses `&r[1]`); the header's
-    // size is a multiple of its 64-byte alignment and esize of T's alignment, so every slot
-    // is aligned for T. Writing defaults makes every slot hold a valid T before any handle
-    // exists.
+    // size is a multiple of its 64-byte alignment, T's alignment is at most 64 (checked above)
+    // and esize a multiple of it, so every slot is aligned for T. Writing defaults makes every
+    // slot hold a valid T before any handle exists.
     let (base, slots) = unsafe {
         let slots = (*raw.as_ptr()).size;
         let base = raw.as_ptr().add(1).cast::<u8>();
@@ -131,7 +139,8 @@ impl<T: Copy + Send> RingProducer<T> {
     /// Fills the next free slot in place with `fill` (given the slot's previous value) and
     /// publishes it; false, without calling `fill`, when the ring is full. Never waits. Only the
     /// bytes `fill` writes are stored (a large record with a short header costs its size, not
-    /// the slot's), and the following slot's first lines are prefetched for writing.
+    /// the slot's), and the following slot's first lines are prefetched for writing. `fill`
+    /// must not panic: the slot would stay reserved and the next push publish it as it was.
     #[inline]
     pub fn push_with(&mut self, fill: impl FnOnce(&mut T)) -> bool {
         let r = self.inner.raw.as_ptr();
