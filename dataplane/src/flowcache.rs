@@ -17,9 +17,9 @@
 //!
 //! So a hit decides exactly what the full path would (a randomized test below replays a
 //! worker against it). Only unicasts whose source is known on its port are cached; floods,
-//! drops, sampled frames, frames with two tags and frames too long to forward always take
-//! the full path, as does every frame of a view with ingress checks (port security, BPDU
-//! guard, storm control, policing, VEPA).
+//! drops, frames with two tags and frames too long to forward always take the full path, as
+//! does every frame of a view with ingress checks (port security, BPDU guard, storm control,
+//! policing, VEPA). A sampled frame a hit decides is sampled on the side by the worker.
 //!
 //! [`Fdb::epoch`]: crate::fdb::Fdb::epoch
 #![forbid(unsafe_code)]
