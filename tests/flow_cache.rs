@@ -14,17 +14,6 @@ use std::sync::atomic::Ordering;
 use pmdswitch_tests::sflow::{collector, decode, Decoded};
 use pmdswitch_tests::*;
 
-fn if_index(stats: &serde_json::Value, port: &str) -> u32 {
-    stats["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == port)
-        .unwrap_or_else(|| panic!("no port {port}"))["if_index"]
-        .as_u64()
-        .unwrap() as u32
-}
-
 const ACCESS10: &str = "vlan_mode = \"access\"\nvlan = 10";
 const TRUNK: &str = "vlan_mode = \"trunk\"\ntrunks = [10, 20]";
 /// Frames per conversation: seven bursts.

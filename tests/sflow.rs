@@ -552,16 +552,7 @@ fn sfacctd_aggregates_match_what_the_switch_forwarded() {
     let status = collector.wait().unwrap();
     assert!(status.success(), "sfacctd exited {status}");
     let stats = done.stats.unwrap();
-    let idx = |p: &str| {
-        stats["ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|x| x["name"] == p)
-            .unwrap()["if_index"]
-            .as_u64()
-            .unwrap()
-    };
+    let idx = |p: &str| u64::from(if_index(&stats, p));
 
     // Flows: purges append, so a key may be on several lines: summed.
     let mut got = std::collections::BTreeMap::<(String, String, u64, u64, u64), (u64, u64)>::new();

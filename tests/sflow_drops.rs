@@ -10,19 +10,6 @@ use std::time::{Duration, Instant};
 
 use pmdswitch_tests::sflow::{collector, decode, Decoded, DropNote};
 use pmdswitch_tests::*;
-use serde_json::Value;
-
-/// A port's sFlow ifIndex, from the stats JSON.
-fn if_index(stats: &Value, port: &str) -> u32 {
-    stats["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == port)
-        .unwrap_or_else(|| panic!("no port {port}"))["if_index"]
-        .as_u64()
-        .unwrap() as u32
-}
 
 /// Every datagram a collector got, decoded strictly.
 fn decoded(datagrams: &[Vec<u8>]) -> Decoded {

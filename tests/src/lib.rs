@@ -386,6 +386,11 @@ pub fn port_stat(stats: &Value, port: &str, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} for port {port}"))
 }
 
+/// A port's ifIndex (what sFlow calls it) from a stats JSON, by port name.
+pub fn if_index(stats: &Value, port: &str) -> u32 {
+    port_stat(stats, port, "if_index") as u32
+}
+
 /// Writes a classic pcap (microsecond, Ethernet) holding `frames`.
 pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let mut b = Vec::new();
