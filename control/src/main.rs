@@ -7,10 +7,12 @@ mod ctl;
 mod edge;
 mod metrics;
 mod pcap;
+mod pktgen;
 mod port;
 mod report;
 mod runtime;
 mod sflow;
+mod signals;
 mod switch;
 mod vhost;
 
@@ -33,6 +35,9 @@ enum Command {
     Run(RunArgs),
     /// Send a command to a running switch (like `ovs-appctl -t SOCKET COMMAND ARGS...`).
     Ctl(CtlArgs),
+    /// Generate traffic and measure what comes back: loss, reordering, latency, and RFC 2544
+    /// zero-loss throughput (--rfc2544). EAL arguments after `--`.
+    Pktgen(Box<pktgen::PktgenArgs>),
 }
 
 #[derive(clap::Args)]
@@ -94,6 +99,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Ctl(args) => ctl_command(args),
+        Command::Pktgen(args) => match pktgen::run(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("pmdswitch pktgen: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -19,6 +19,7 @@ use crate::ctl;
 use crate::port::{PortError, Probed, SwitchPort, MEMPOOL_CACHE};
 use crate::report::{self, Report};
 use crate::runtime::{Parts, Runtime, RxqAssignment};
+use crate::signals::StopSignals;
 
 /// How often the control loop wakes: the stop latency, and how often the sample rings are
 /// drained (at 10 ms a 4095-record ring absorbs 400K samples/s per worker).
@@ -88,53 +89,6 @@ pub struct RunOptions {
     pub ctl: ctl::CtlOptions,
 }
 
-/// Signals that stop the switch (SIGINT, SIGTERM) or reload its configuration (SIGHUP),
-/// observed by the control loop.
-struct StopSignals {
-    flag: Arc<AtomicBool>,
-    hup: Arc<AtomicBool>,
-}
-
-impl StopSignals {
-    /// Blocks the signals in this thread, so that the threads the EAL creates inherit the
-    /// mask and never take them, and installs handlers that set flags.
-    fn install() -> Result<StopSignals, SwitchError> {
-        let flag = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(sig, Arc::clone(&flag)).map_err(SwitchError::Signals)?;
-        }
-        let hup = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
-            .map_err(SwitchError::Signals)?;
-        Self::mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)?;
-        Ok(StopSignals { flag, hup })
-    }
-
-    /// True once per SIGHUP.
-    fn reload_requested(&self) -> bool {
-        self.hup.swap(false, Ordering::Relaxed)
-    }
-
-    /// After the EAL has made its threads: let the control thread take the signals again.
-    fn unblock_here(&self) -> Result<(), SwitchError> {
-        Self::mask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK)
-    }
-
-    fn mask(how: nix::sys::signal::SigmaskHow) -> Result<(), SwitchError> {
-        use nix::sys::signal::{SigSet, Signal};
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGTERM);
-        set.add(Signal::SIGHUP);
-        nix::sys::signal::pthread_sigmask(how, Some(&set), None)
-            .map_err(|e| SwitchError::Signals(std::io::Error::from(e)))
-    }
-
-    fn raised(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
-    }
-}
-
 /// Runs the switch until a signal or the duration ends it. Returns the final report.
 pub fn run(
     config: &Config,
@@ -142,13 +96,13 @@ pub fn run(
     eal_args: &[String],
     opts: &RunOptions,
 ) -> Result<Report, SwitchError> {
-    let signals = StopSignals::install()?;
+    let signals = StopSignals::install().map_err(SwitchError::Signals)?;
     // The vhost library logs every vhost-user message at INFO (some 160 lines a guest
     // connection): quieter unless the EAL arguments ask for it (a later --log-level wins).
     let mut args = vec!["--log-level=lib.vhost.config:notice".to_owned()];
     args.extend_from_slice(eal_args);
     let eal = Eal::init(&args).map_err(SwitchError::Eal)?;
-    signals.unblock_here()?;
+    signals.unblock_here().map_err(SwitchError::Signals)?;
     log::info!(
         "{} (built against {}), control on lcore {}, workers on lcores {:?}",
         dpdk::runtime_version(),

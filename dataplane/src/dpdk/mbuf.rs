@@ -328,6 +328,20 @@ impl Burst {
         unsafe { std::slice::from_raw_parts(self.mbufs.as_ptr().cast::<Mbuf>(), self.len) }
     }
 
+    /// Frees every packet held in one call (`rte_pktmbuf_free_bulk`), leaving the burst empty:
+    /// how a receiver that only counts what it got gives the buffers back.
+    pub fn free_all(&mut self) {
+        let n = std::mem::take(&mut self.len);
+        if n == 0 {
+            return;
+        }
+        // SAFETY: the first n slots held mbufs this burst owned; with len reset they are never
+        // read again, so each is freed exactly once (the bulk call frees every segment).
+        unsafe {
+            sys::rte_pktmbuf_free_bulk(self.mbufs.as_mut_ptr().cast(), n as u32);
+        }
+    }
+
     /// Takes the packets out, in order, leaving the burst empty.
     pub fn drain(&mut self) -> BurstDrain<'_> {
         let len = std::mem::take(&mut self.len);
@@ -466,6 +480,55 @@ impl TxBatch {
         self.mbufs[self.len].write(m);
         self.len += 1;
         Ok(())
+    }
+
+    /// Appends up to `n` new one-segment frames from `pool` (`rte_pktmbuf_alloc_bulk`, all or
+    /// none), as far as the batch has room: `fill` gets each one's index among them and its
+    /// whole room (the buffer after the headroom), writes the frame from its start and returns
+    /// its length in bytes (at most the room). How a generator builds a burst.
+    /// Returns how many were added: 0 when the pool is short.
+    #[inline]
+    pub fn alloc_frames(
+        &mut self,
+        pool: &super::Mempool,
+        n: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> usize,
+    ) -> usize {
+        let n = n.min(BURST_SIZE - self.len);
+        if n == 0 {
+            return 0;
+        }
+        // SAFETY: slots len..len+n are free; the pool is live (borrowed). On success DPDK
+        // writes n fresh, reset mbufs (refcount 1, one segment, default headroom) there.
+        let ret = unsafe {
+            sys::rte_pktmbuf_alloc_bulk(
+                pool.as_ptr(),
+                self.mbufs.as_mut_ptr().add(self.len).cast(),
+                n as u32,
+            )
+        };
+        if ret != 0 {
+            return 0;
+        }
+        let start = self.len;
+        self.len += n;
+        for (i, slot) in self.mbufs[start..start + n].iter_mut().enumerate() {
+            // SAFETY: the slot was just filled with a fresh mbuf that no one else references.
+            let m = unsafe { slot.assume_init_mut().0.as_mut() };
+            let room = usize::from(m.buf_len.saturating_sub(m.data_off));
+            // SAFETY: data_off + room is the end of the buffer; the fresh mbuf is referenced
+            // only by this batch, borrowed mutably here.
+            let bytes = unsafe {
+                std::slice::from_raw_parts_mut(
+                    m.buf_addr.cast::<u8>().add(usize::from(m.data_off)),
+                    room,
+                )
+            };
+            let len = fill(i, bytes).min(room) as u16;
+            m.data_len = len;
+            m.pkt_len = u32::from(len);
+        }
+        n
     }
 
     /// Frees every waiting packet and returns how many there were.

@@ -892,6 +892,43 @@ impl TxQueue {
         self.chains
     }
 
+    /// Offers the batch to the queue once; the frames it took leave the batch and the rest stay,
+    /// in order, to be offered again (a generator holds its rate instead of dropping).
+    /// Returns how many were sent; 0 on a gated port whose peer enabled no queue for this user.
+    #[inline]
+    pub fn try_send(&mut self, batch: &mut TxBatch) -> usize {
+        if batch.is_empty() {
+            return 0;
+        }
+        let (queue, lock) = match &self.gates {
+            None => (self.queue, self.lock.as_deref()),
+            Some((g, user)) => {
+                let q = g.tx_of[*user].load(Ordering::Acquire);
+                if q == NO_QUEUE {
+                    return 0;
+                }
+                let shared = g.tx_of.len() > 1;
+                (q, g.locks.get(usize::from(q)).filter(|_| shared))
+            }
+        };
+        if let Some(l) = lock {
+            while l
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                std::hint::spin_loop();
+            }
+        }
+        let n = u16::try_from(batch.len()).expect("a batch holds at most BURST_SIZE packets");
+        // SAFETY: as in `flush_reporting`: started port, queue owned or locked, `n` valid mbufs,
+        // of which DPDK takes the first `sent` and `forget_sent` forgets them.
+        let sent = unsafe { sys::rte_eth_tx_burst(self.port.id.0, queue, batch.as_mut_ptr(), n) };
+        if let Some(l) = lock {
+            l.store(false, Ordering::Release);
+        }
+        batch.forget_sent(usize::from(sent))
+    }
+
     /// Sends the batch, emptying it; packets the queue did not take are freed and counted.
     /// A driver that refuses a frame longer than its MTU stops there (net_tap does), so a
     /// refused frame longer than [`TxQueue::max_frame`] is counted as too big and the frames

@@ -1,0 +1,217 @@
+//! RFC 2544 section 26.1 throughput: the highest offered rate at which a trial loses no frame,
+//! found by binary search between the generator's own limit and zero; and, as CSIT's PDR, the
+//! highest rate losing at most a given share. Pure: a trial is a closure, so the search is
+//! tested against devices that drop above a known rate.
+
+/// What one trial at an offered rate gave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrialOutcome {
+    /// Rate asked of the generator (frames/s, all ports); None for "as fast as it can".
+    pub offered_pps: Option<f64>,
+    /// Rate actually sent (frames/s, all ports).
+    pub sent_pps: f64,
+    /// Frames lost as a share of frames sent (0 to 1).
+    pub loss_ratio: f64,
+}
+
+/// The search's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchSettings {
+    /// Stop when the bounds are this close, as a share of the upper one (e.g. 0.005).
+    pub resolution: f64,
+    /// The loss share the second figure (PDR) allows, e.g. 0.005 for 0.5%.
+    pub pdr_loss: f64,
+    /// Most trials the search runs after the first.
+    pub max_trials: usize,
+}
+
+/// Where a search ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Frames/s actually sent in the best passing trial (0 when none passed).
+    pub pps: f64,
+    /// The passing trial was the unpaced one: the generator, not the device, set the figure.
+    pub generator_bound: bool,
+}
+
+/// Results of [`search`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchResult {
+    /// The generator's rate when unpaced (frames/s): the ceiling of the search.
+    pub generator_pps: f64,
+    /// Zero-loss throughput (NDR).
+    pub ndr: Rate,
+    /// Throughput at the allowed loss share (PDR).
+    pub pdr: Rate,
+    /// Every trial, in order.
+    pub trials: Vec<TrialOutcome>,
+}
+
+/// Runs the search. `trial(Some(pps))` runs a paced trial, `trial(None)` an unpaced one; it
+/// returns None when the run was stopped (a signal), and the search ends with what it has.
+pub fn search(
+    settings: SearchSettings,
+    mut trial: impl FnMut(Option<f64>) -> Option<TrialOutcome>,
+) -> SearchResult {
+    let mut trials = Vec::new();
+    let Some(first) = trial(None) else {
+        return SearchResult {
+            generator_pps: 0.0,
+            ndr: Rate::none(),
+            pdr: Rate::none(),
+            trials,
+        };
+    };
+    trials.push(first);
+    let ceiling = first.sent_pps;
+    let mut stopped = false;
+    let mut bound = |target: f64, trials: &mut Vec<TrialOutcome>, stopped: &mut bool| -> Rate {
+        if first.loss_ratio <= target {
+            return Rate {
+                pps: first.sent_pps,
+                generator_bound: true,
+            };
+        }
+        // Known bounds from trials already run (the NDR search's trials serve the PDR's).
+        let mut lo: Option<TrialOutcome> = None;
+        let mut hi = ceiling;
+        for t in trials.iter().filter(|t| t.offered_pps.is_some()) {
+            let r = t.offered_pps.unwrap_or(0.0);
+            if t.loss_ratio <= target {
+                if lo.is_none_or(|l| l.offered_pps.unwrap_or(0.0) < r) {
+                    lo = Some(*t);
+                }
+            } else if r < hi {
+                hi = r;
+            }
+        }
+        let mut runs = 0;
+        while !*stopped && runs < settings.max_trials {
+            let lo_rate = lo.and_then(|t| t.offered_pps).unwrap_or(0.0);
+            if hi - lo_rate <= settings.resolution * hi {
+                break;
+            }
+            let mid = (lo_rate + hi) / 2.0;
+            let Some(t) = trial(Some(mid)) else {
+                *stopped = true;
+                break;
+            };
+            runs += 1;
+            trials.push(t);
+            if t.loss_ratio <= target {
+                lo = Some(t);
+            } else {
+                hi = mid;
+            }
+        }
+        lo.map_or(Rate::none(), |t| Rate {
+            pps: t.sent_pps,
+            generator_bound: false,
+        })
+    };
+    let ndr = bound(0.0, &mut trials, &mut stopped);
+    let pdr = bound(settings.pdr_loss, &mut trials, &mut stopped);
+    SearchResult {
+        generator_pps: ceiling,
+        ndr,
+        pdr,
+        trials,
+    }
+}
+
+impl Rate {
+    fn none() -> Rate {
+        Rate {
+            pps: 0.0,
+            generator_bound: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device that forwards up to `capacity` frames/s and drops the excess; the generator
+    /// tops out at `generator`.
+    fn device(capacity: f64, generator: f64) -> impl FnMut(Option<f64>) -> Option<TrialOutcome> {
+        move |offered| {
+            let sent = offered.unwrap_or(generator).min(generator);
+            let loss = if sent > capacity {
+                (sent - capacity) / sent
+            } else {
+                0.0
+            };
+            Some(TrialOutcome {
+                offered_pps: offered,
+                sent_pps: sent,
+                loss_ratio: loss,
+            })
+        }
+    }
+
+    fn settings() -> SearchSettings {
+        SearchSettings {
+            resolution: 0.005,
+            pdr_loss: 0.005,
+            max_trials: 30,
+        }
+    }
+
+    #[test]
+    fn converges_on_the_rate_above_which_the_device_drops() {
+        let r = search(settings(), device(7.3e6, 20e6));
+        assert!(!r.ndr.generator_bound);
+        assert!(
+            r.ndr.pps <= 7.3e6 && r.ndr.pps >= 7.3e6 * 0.99,
+            "{:?}",
+            r.ndr
+        );
+        // 0.5% loss allowed: up to 7.3e6 / 0.995.
+        assert!(
+            r.pdr.pps > 7.3e6 && r.pdr.pps <= 7.3e6 / 0.995,
+            "{:?}",
+            r.pdr
+        );
+        assert!(r.trials.len() < 25, "{} trials", r.trials.len());
+    }
+
+    #[test]
+    fn a_device_faster_than_the_generator_is_reported_as_generator_bound() {
+        let r = search(settings(), device(30e6, 20e6));
+        assert_eq!(r.trials.len(), 1);
+        assert_eq!(
+            r.ndr,
+            Rate {
+                pps: 20e6,
+                generator_bound: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_device_that_loses_at_any_rate_has_no_throughput() {
+        let mut lossy = |o: Option<f64>| {
+            Some(TrialOutcome {
+                offered_pps: o,
+                sent_pps: o.unwrap_or(1e6),
+                loss_ratio: 0.01,
+            })
+        };
+        let r = search(settings(), &mut lossy);
+        assert_eq!(r.ndr.pps, 0.0);
+        assert_eq!(r.pdr.pps, 0.0);
+    }
+
+    #[test]
+    fn a_stop_ends_the_search_with_what_it_has() {
+        let mut dev = device(5e6, 20e6);
+        let mut n = 0;
+        let r = search(settings(), |o| {
+            n += 1;
+            (n <= 4).then(|| dev(o)).flatten()
+        });
+        assert_eq!(r.trials.len(), 4);
+        assert!(r.ndr.pps <= 5e6);
+    }
+}
