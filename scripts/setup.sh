@@ -18,6 +18,7 @@ pkgs=(
     openvswitch-common prometheus         # ovs-appctl, promtool and a Prometheus server for tests
     python3
     busybox-static ethtool                # the VM-port tests' guest (scripts/guest-image.py)
+    fonts-dejavu-core                     # the font of pmdswitch pktgen's PNG charts
 )
 if [ "${1:-}" = "--bench" ]; then
     pkgs+=(openvswitch-switch-dpdk python3-matplotlib)

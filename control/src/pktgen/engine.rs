@@ -191,6 +191,11 @@ pub struct TrialReport {
     pub lost: u64,
     /// lost / tx_frames.
     pub loss_ratio: f64,
+    /// Frames due at the offered rate over the sending time but not sent: the ports did not
+    /// take them (a virtual port's peer pushing back) or the generator could not build them.
+    pub unsent: u64,
+    /// unsent / frames due (0 when unpaced).
+    pub shortfall_ratio: f64,
     pub duplicates: u64,
     pub reordered: u64,
     /// Over every stream.
@@ -372,7 +377,8 @@ impl Engine {
             frames: None,
         };
         self.pump(&phase, (&mut tx, &mut bytes), &mut rxs, &mut misc)?;
-        let tx_secs = (tsc() - start) as f64 / self.hz as f64;
+        // The sending window as planned: pacing spread the due frames over exactly this.
+        let tx_secs = (end - start) as f64 / self.hz as f64;
         // Frames built but not taken by a full queue were never sent: they are not counted.
         for b in &mut self.pending {
             b.discard();
@@ -598,6 +604,8 @@ impl Engine {
         let rx_unique: u64 = rxs.iter().map(StreamRx::unique).sum();
         let lost: u64 = streams.iter().map(|s| s.lost).sum();
         let secs = tx_secs.max(1e-9);
+        let due = rate.map_or(0.0, |r| (r * tx_secs).floor());
+        let unsent = (due - tx_frames as f64).max(0.0);
         TrialReport {
             offered_pps: rate,
             tx_secs,
@@ -611,6 +619,8 @@ impl Engine {
             } else {
                 lost as f64 / tx_frames as f64
             },
+            unsent: unsent as u64,
+            shortfall_ratio: if due > 0.0 { unsent / due } else { 0.0 },
             duplicates: streams.iter().map(|s| s.duplicates).sum(),
             reordered: streams.iter().map(|s| s.reordered).sum(),
             latency: Latency::of(&all),

@@ -391,6 +391,7 @@ fn outcome(t: &TrialReport) -> TrialOutcome {
         offered_pps: t.offered_pps,
         sent_pps: t.sent_pps,
         loss_ratio: t.loss_ratio,
+        shortfall_ratio: t.shortfall_ratio,
     }
 }
 
@@ -411,10 +412,11 @@ fn rfc2544(
         let t = engine.trial(load, rate, args.trial_secs)?;
         if progress {
             eprintln!(
-                "pktgen: {label} bytes, trial {}: offered {}, sent {:.3} Mpps, loss {:.4}%",
+                "pktgen: {label} bytes, trial {}: offered {}, sent {:.3} Mpps ({:.2}% short), loss {:.4}%",
                 reports.len() + 1,
                 rate.map_or("unpaced".into(), |r| format!("{:.3} Mpps", r / 1e6)),
                 t.sent_pps / 1e6,
+                t.shortfall_ratio * 100.0,
                 t.loss_ratio * 100.0
             );
         }

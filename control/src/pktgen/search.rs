@@ -1,4 +1,5 @@
-//! RFC 2544 section 26.1 throughput: the highest offered rate at which a trial loses no frame,
+//! RFC 2544 section 26.1 throughput: the highest offered rate at which a trial loses no frame
+//! (and sends what it offered: virtual ports push back instead of dropping),
 //! found by binary search between the generator's own limit and zero; and, as CSIT's PDR, the
 //! highest rate losing at most a given share. Pure: a trial is a closure, so the search is
 //! tested against devices that drop above a known rate.
@@ -12,6 +13,19 @@ pub struct TrialOutcome {
     pub sent_pps: f64,
     /// Frames lost as a share of frames sent (0 to 1).
     pub loss_ratio: f64,
+    /// Frames due at the offered rate but never sent (the device pushed back, or the
+    /// generator topped out), as a share of those due (0 to 1).
+    pub shortfall_ratio: f64,
+}
+
+/// The share of due frames a paced trial may leave unsent and still pass (pacing rounding).
+pub const SHORTFALL_TOLERANCE: f64 = 0.001;
+
+impl TrialOutcome {
+    /// The trial sent what was offered and lost at most `loss` of it.
+    pub fn passes(&self, loss: f64) -> bool {
+        self.loss_ratio <= loss && self.shortfall_ratio <= SHORTFALL_TOLERANCE
+    }
 }
 
 /// The search's settings.
@@ -66,7 +80,7 @@ pub fn search(
     let ceiling = first.sent_pps;
     let mut stopped = false;
     let mut bound = |target: f64, trials: &mut Vec<TrialOutcome>, stopped: &mut bool| -> Rate {
-        if first.loss_ratio <= target {
+        if first.passes(target) {
             return Rate {
                 pps: first.sent_pps,
                 generator_bound: true,
@@ -77,7 +91,7 @@ pub fn search(
         let mut hi = ceiling;
         for t in trials.iter().filter(|t| t.offered_pps.is_some()) {
             let r = t.offered_pps.unwrap_or(0.0);
-            if t.loss_ratio <= target {
+            if t.passes(target) {
                 if lo.is_none_or(|l| l.offered_pps.unwrap_or(0.0) < r) {
                     lo = Some(*t);
                 }
@@ -98,7 +112,7 @@ pub fn search(
             };
             runs += 1;
             trials.push(t);
-            if t.loss_ratio <= target {
+            if t.passes(target) {
                 lo = Some(t);
             } else {
                 hi = mid;
@@ -146,6 +160,7 @@ mod tests {
                 offered_pps: offered,
                 sent_pps: sent,
                 loss_ratio: loss,
+                shortfall_ratio: 0.0,
             })
         }
     }
@@ -196,11 +211,36 @@ mod tests {
                 offered_pps: o,
                 sent_pps: o.unwrap_or(1e6),
                 loss_ratio: 0.01,
+                shortfall_ratio: 0.0,
             })
         };
         let r = search(settings(), &mut lossy);
         assert_eq!(r.ndr.pps, 0.0);
         assert_eq!(r.pdr.pps, 0.0);
+    }
+
+    #[test]
+    fn a_device_that_pushes_back_instead_of_dropping_fails_the_rates_it_cannot_take() {
+        // Virtual ports refuse what they cannot take: nothing is lost, but less is sent.
+        let r = search(settings(), |o: Option<f64>| {
+            let sent = o.unwrap_or(4e6).min(4e6);
+            Some(TrialOutcome {
+                offered_pps: o,
+                sent_pps: sent,
+                loss_ratio: 0.0,
+                shortfall_ratio: o.map_or(0.0, |o| (o - sent) / o),
+            })
+        });
+        // The unpaced trial sends 4 Mpps without loss: that is the figure, set by the device.
+        assert!(r.ndr.generator_bound);
+        assert_eq!(r.ndr.pps, 4e6);
+        let paced = TrialOutcome {
+            offered_pps: Some(5e6),
+            sent_pps: 4e6,
+            loss_ratio: 0.0,
+            shortfall_ratio: 0.2,
+        };
+        assert!(!paced.passes(0.0));
     }
 
     #[test]
