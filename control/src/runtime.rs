@@ -20,6 +20,9 @@ use crate::port::{PortError, Probed, SwitchPort};
 use crate::report::{self, Report};
 use crate::sflow::agent::{Agent, AgentPort, AgentStats};
 
+/// Control ticks (10 ms each) over which one aging pass of the MAC table is spread.
+const AGE_SLICES_PER_PASS: usize = 100;
+
 /// How long a worker may take to acknowledge a change (it looks every ~1024 poll rounds).
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -132,6 +135,8 @@ pub struct Runtime {
     run_seed: u64,
     pool_seq: u32,
     last_age_pass: u32,
+    /// The next fdb bucket to age.
+    age_cursor: usize,
     events: (EventSender, crossbeam_channel::Receiver<PortEvent>),
     /// Entries aged out so far.
     pub aged: u64,
@@ -174,6 +179,7 @@ impl Runtime {
             run_seed: p.run_seed,
             pool_seq: 0,
             last_age_pass: 0,
+            age_cursor: 0,
             events: p.events,
             aged: 0,
             started: Instant::now(),
@@ -686,9 +692,22 @@ impl Runtime {
                 self.bpdu_shut.push(name);
             }
         }
+        // Aging a slice of the table per tick, a whole pass about each second: a pass in one go
+        // held this thread (and whatever shares its CPU) for milliseconds on a big table.
+        let buckets = self.fdb.bucket_count();
+        let slice = buckets.div_ceil(AGE_SLICES_PER_PASS);
+        let from = self.age_cursor;
+        self.aged +=
+            self.fdb
+                .age_buckets(now, self.config.bridge.fdb_aging_secs, from..from + slice)
+                as u64;
+        self.age_cursor = if from + slice >= buckets {
+            0
+        } else {
+            from + slice
+        };
         if now != self.last_age_pass {
             self.last_age_pass = now;
-            self.aged += self.fdb.age(now, self.config.bridge.fdb_aging_secs) as u64;
             self.edge.moves.expire(&self.fdb);
         }
     }

@@ -462,8 +462,24 @@ impl Fdb {
 
     /// Removes every entry, not static, that `pred` selects. Control thread only.
     fn remove_where(&self, pred: impl Fn(&Entry) -> bool, also_static: bool) -> usize {
+        self.remove_where_in(0..self.buckets.len(), pred, also_static)
+    }
+
+    /// [`Fdb::remove_where`] over buckets `range` (clamped to the table).
+    fn remove_where_in(
+        &self,
+        range: std::ops::Range<usize>,
+        pred: impl Fn(&Entry) -> bool,
+        also_static: bool,
+    ) -> usize {
         let mut n = 0;
-        for (b, bucket) in self.buckets.iter().enumerate() {
+        let end = range.end.min(self.buckets.len());
+        let start = range.start.min(end);
+        for (b, bucket) in self.buckets[start..end]
+            .iter()
+            .enumerate()
+            .map(|(i, bk)| (start + i, bk))
+        {
             for i in 0..SLOTS {
                 let k = bucket.keys[i].load(Ordering::Acquire);
                 if k & LIVE == 0 || (k & STATIC != 0 && !also_static) {
@@ -481,7 +497,19 @@ impl Fdb {
     /// Removes dynamic entries not seen for more than `max_age` seconds at time `now`.
     /// Returns how many were removed.
     pub fn age(&self, now: u32, max_age: u32) -> usize {
-        self.remove_where(|e| now.wrapping_sub(e.last_seen) > max_age, false)
+        self.age_buckets(now, max_age, 0..self.buckets.len())
+    }
+
+    /// [`Fdb::age`] over buckets `range` only (clamped to [`Fdb::bucket_count`]): the control
+    /// thread spreads one pass over many ticks, so that no tick holds its CPU for the whole
+    /// table (a 256K-entry table is 4 MiB to read).
+    pub fn age_buckets(&self, now: u32, max_age: u32, range: std::ops::Range<usize>) -> usize {
+        self.remove_where_in(range, |e| now.wrapping_sub(e.last_seen) > max_age, false)
+    }
+
+    /// Buckets in the table (each holds a few entries).
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
     }
 
     /// Removes every dynamic entry on `port` (a port that went away), or all dynamic entries.
@@ -678,6 +706,30 @@ mod tests {
         assert_eq!(fdb.age(10_000, 300), 1);
         assert_eq!(fdb.lookup(0, mac(3)), Some(2), "static entries never age");
         assert_eq!(fdb.len(), 1);
+    }
+
+    #[test]
+    fn aging_in_slices_removes_what_one_pass_would() {
+        let fdb = Fdb::new(4096);
+        for i in 0..3000u32 {
+            let m = [2, 0, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8];
+            fdb.learn(0, MacAddr(m), 1, if i % 3 == 0 { 100 } else { 500 });
+        }
+        let n = fdb.bucket_count();
+        let slice = n.div_ceil(7);
+        let mut removed = 0;
+        let mut from = 0;
+        while from < n {
+            removed += fdb.age_buckets(600, 300, from..from + slice);
+            from += slice;
+        }
+        assert_eq!(removed, 1000);
+        assert_eq!(fdb.len(), 2000);
+        assert_eq!(
+            fdb.age_buckets(600, 300, n..n + 5),
+            0,
+            "past the end: nothing"
+        );
     }
 
     #[test]

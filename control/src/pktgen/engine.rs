@@ -20,6 +20,8 @@ const QUEUE_DESC: u16 = 1024;
 const DRAIN_QUIET_MS: u64 = 50;
 /// The most the receiver waits for stragglers after sending stops (ms).
 const DRAIN_MAX_MS: u64 = 2000;
+/// Most rx bursts a port takes for each burst it sends.
+const RX_BURSTS_PER_SEND: usize = 4;
 /// Time after the learning frames for the device under test to take them in (ms).
 const LEARN_SETTLE_MS: u64 = 100;
 
@@ -46,9 +48,22 @@ pub enum ReflectMode {
     Cross,
 }
 
+impl ReflectMode {
+    /// What the VM role does, for the table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ReflectMode::MacSwap => "MAC swap on one port",
+            ReflectMode::Cross => "frames passed across two ports",
+        }
+    }
+}
+
 // Fields drop in order: the queue handles go before the port closes.
 struct OpenPort {
-    rx: RxQueue,
+    /// Every rx queue, polled in turn (a peer may send on any of them).
+    rx: Vec<RxQueue>,
+    /// The next rx queue to poll.
+    next_rx: usize,
     tx: TxQueue,
     port: Port,
     name: String,
@@ -59,6 +74,7 @@ fn open_port(
     devargs: &str,
     pool: &Arc<Mempool>,
     max_size: u16,
+    rx_queues: u16,
 ) -> Result<OpenPort, EngineError> {
     let err = |source| EngineError::Port {
         name: name.to_owned(),
@@ -67,7 +83,7 @@ fn open_port(
     };
     let mut port = Port::probe(devargs).map_err(err)?;
     let cfg = PortConfig {
-        rx_queues: 1,
+        rx_queues,
         tx_queues: 1,
         rx_desc: QUEUE_DESC,
         tx_desc: QUEUE_DESC,
@@ -83,16 +99,27 @@ fn open_port(
         }
     }
     port.start().map_err(err)?;
-    let (mut rx, mut tx) = port.queues(1).map_err(err)?;
-    let (Some(rx), Some(tx)) = (rx.pop(), tx.pop()) else {
-        unreachable!("one rx and one tx queue were configured")
+    let (rx, mut tx) = port.queues(1).map_err(err)?;
+    let Some(tx) = tx.pop() else {
+        unreachable!("one tx queue was configured")
     };
     Ok(OpenPort {
         name: name.to_owned(),
         port,
         rx,
+        next_rx: 0,
         tx,
     })
+}
+
+impl OpenPort {
+    /// Receives one burst from the next rx queue in turn.
+    #[inline(always)]
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        let q = self.next_rx;
+        self.next_rx = if q + 1 == self.rx.len() { 0 } else { q + 1 };
+        self.rx[q].rx_burst(burst)
+    }
 }
 
 /// The generator's ports, the VM role's ports and the pool their frames come from.
@@ -226,12 +253,14 @@ struct Misc {
 }
 
 impl Engine {
-    /// Opens the generator's ports and the VM role's (`reflect`: none, one for MAC swap or two
-    /// cross-connected), all drawing from one pool sized for `max_size`-byte frames.
+    /// Opens the generator's ports (with `rx_queues` rx queues each) and the VM role's
+    /// (`reflect`: none, one for MAC swap or two cross-connected), all drawing from one pool
+    /// sized for `max_size`-byte frames.
     pub fn open(
         ports: &[(String, String)],
         reflect: &[String],
         max_size: u16,
+        rx_queues: u16,
         stop: Arc<AtomicBool>,
     ) -> Result<Engine, EngineError> {
         let data_bytes = (usize::from(max_size) - FCS_BYTES).max(2048) as u16;
@@ -243,12 +272,12 @@ impl Engine {
             .map_err(EngineError::Pool)?;
         let opened = ports
             .iter()
-            .map(|(n, d)| open_port(n, d, &pool, max_size))
+            .map(|(n, d)| open_port(n, d, &pool, max_size, rx_queues))
             .collect::<Result<Vec<_>, _>>()?;
         let reflect_ports = reflect
             .iter()
             .enumerate()
-            .map(|(i, d)| open_port(&format!("vm{i}"), d, &pool, max_size))
+            .map(|(i, d)| open_port(&format!("vm{i}"), d, &pool, max_size, 1))
             .collect::<Result<Vec<_>, _>>()?;
         let reflect_mode = match reflect_ports.len() {
             0 => None,
@@ -478,7 +507,14 @@ impl Engine {
                     };
                     tx[i] += sent;
                 }
-                self.poll_rx(i, epoch, rxs, misc);
+                // Receive ahead of sending: while full bursts come, take a few more, so the
+                // device's transmit ring toward the generator never backs up into drops
+                // that the generator, not the device, caused.
+                for _ in 0..RX_BURSTS_PER_SEND {
+                    if self.poll_rx(i, epoch, rxs, misc) < BURST_SIZE {
+                        break;
+                    }
+                }
             }
             self.poll_reflect_counting(misc);
         }
@@ -492,7 +528,7 @@ impl Engine {
     /// Receives one burst on port `i` and matches it; returns how many frames came.
     #[inline]
     fn poll_rx(&mut self, i: usize, epoch: u8, rxs: &mut [StreamRx], misc: &mut Misc) -> usize {
-        let n = self.ports[i].rx.rx_burst(&mut self.burst);
+        let n = self.ports[i].rx_burst(&mut self.burst);
         if n == 0 {
             return 0;
         }
@@ -518,10 +554,17 @@ impl Engine {
         n
     }
 
+    /// The VM role's share of a loop: like a VM's forwarder polling on, it keeps taking bursts
+    /// (a few at most) while they come full.
     fn poll_reflect_counting(&mut self, misc: &mut Misc) {
-        let (r, d) = self.poll_reflect();
-        misc.reflected += r;
-        misc.reflect_dropped += d;
+        for _ in 0..RX_BURSTS_PER_SEND {
+            let (r, d) = self.poll_reflect();
+            misc.reflected += r;
+            misc.reflect_dropped += d;
+            if r + d < BURST_SIZE as u64 {
+                break;
+            }
+        }
     }
 
     /// The VM role: one burst from each of its ports, reflected. Returns (sent, dropped).
@@ -532,7 +575,7 @@ impl Engine {
         };
         let (mut sent, mut dropped) = (0, 0);
         for i in 0..self.reflect.len() {
-            if self.reflect[i].rx.rx_burst(&mut self.burst) == 0 {
+            if self.reflect[i].rx_burst(&mut self.burst) == 0 {
                 continue;
             }
             let out = match mode {

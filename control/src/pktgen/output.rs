@@ -34,7 +34,7 @@ pub fn table(r: &Results) -> String {
     let mut out = String::new();
     let vm = r
         .reflect
-        .map(|m| format!(", the generator also plays the VM ({m:?})"))
+        .map(|m| format!(", the generator also plays the VM ({})", m.describe()))
         .unwrap_or_default();
     let _ = writeln!(
         out,

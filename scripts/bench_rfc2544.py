@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""RFC 2544 through the switch: zero-loss throughput and latency, measured by `pmdswitch pktgen`,
+for pmdswitch, Open vSwitch with DPDK and dpdk-testpmd io side by side, on two topologies:
+
+  port to port   pktgen's two ports <-memif-> the switch's two ports (net_memif pairs stand in
+                 for a NIC), 1K and 64K flows (MAC pairs) per direction;
+  PVP            pktgen -> switch -> vhost-user -> a VM reflecting frames -> vhost-user ->
+                 switch -> pktgen (VSPERF's and CSIT's vswitch topology). The switch keeps the
+                 two legs apart by VLAN (phy0 and vm0 in VLAN 10, phy1 and vm1 in 20; testpmd
+                 pairs ports 0-1 and 2-3), and the VM's two virtio ports pass frames across.
+
+On 2 CPUs the switch's forwarding core has CPU 1 alone and pktgen is the ONE busy poller on
+CPU 0: in PVP it also plays the VM (`pktgen --reflect`: the virtio-user pair polled in its own
+loop). So a figure may be bound by pktgen rather than by the switch: the table says which
+("generator" when the unpaced trial already lost nothing), and gives the forwarding core's busy
+share and cycles per frame at the zero-loss rate (pmdswitch's pmd/stats-show, OVS's
+pmd-stats-show, testpmd's --record-core-cycles), measured in a second pktgen run at that rate.
+
+For each topology, frame size (64, 1518 bytes) and switch: NDR (zero loss) and PDR (0.5% loss)
+in Mpps, p50/p99/p99.9 one-way latency at 50% of the NDR, the core's busy % and cycles/frame.
+Writes the results as JSON into --out. Run as root after scripts/setup.sh --bench, with the
+release binary built (scripts/bench.sh does both).
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import BIN, EAL, ROOT, Ovs, eal, remove_runtime_dirs, sh, wait_path  # noqa: E402
+
+TOPOLOGIES = [("port to port", 1024, False), ("port to port", 65536, False), ("PVP", 1024, True)]
+
+
+def memif(i, tmp, role):
+    return f"net_memif{i},role={role},socket={tmp}/m{i}.sock,socket-abstract=no"
+
+
+def pktgen(tmp, flows, pvp, size, extra, vm_socks=None, rx_queues=1):
+    """Runs pktgen (CPU 0) on the memif clients of the switch's two ports; returns its JSON."""
+    out = os.path.join(tmp, "pktgen.json")
+    args = [BIN, "pktgen", "--quiet", "--link-wait", "30", "--size", str(size), "--flows", str(flows),
+            "--json", out, "--rx-queues", str(rx_queues), "--port", "p0=" + memif(0, tmp, "client"), "--port", "p1=" + memif(1, tmp, "client")]
+    if pvp:
+        for i, s in enumerate(vm_socks):
+            args += ["--reflect", f"net_virtio_user{i},path={s},queues=1"]
+    args += extra + ["--"] + eal("gen", "0") + ["--single-file-segments"]
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"pktgen failed: {r.stderr[-2000:]}")
+    with open(out) as f:
+        return json.load(f)
+
+
+class PmdSwitch:
+    name = "pmdswitch"
+    rx_queues = 1
+
+    def __init__(self, tmp, pvp, flows):
+        self.tmp = tmp
+        cfg = os.path.join(tmp, "sw.toml")
+        with open(cfg, "w") as f:
+            f.write(f"[bridge]\nfdb_capacity = {max(65536, 4 * flows)}\n")
+            vlans = [10, 20]
+            for i in range(2):
+                f.write(f'[[ports]]\nname = "phy{i}"\ndevargs = "{memif(i, tmp, "server")}"\n')
+                if pvp:
+                    f.write(f'vlan_mode = "access"\nvlan = {vlans[i]}\n')
+            if pvp:
+                for i in range(2):
+                    f.write(f'[[ports]]\nname = "vm{i}"\nvhost_user = {{ path = "{tmp}/vm{i}.sock", mode = "server" }}\n'
+                            f'vlan_mode = "access"\nvlan = {vlans[i]}\n')
+        self.ctl = os.path.join(tmp, "ctl.sock")
+        self.p = subprocess.Popen([BIN, "run", "--config", cfg, "--ctl", self.ctl, "--stats-interval", "0", "--"]
+                                  + eal("swrfc"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_path(self.ctl)
+        self.vm_socks = [f"{tmp}/vm{i}.sock" for i in range(2)]
+
+    def clear(self):
+        sh(f"{BIN} ctl --socket {self.ctl} pmd/stats-clear")
+
+    def core(self):
+        st = json.loads(sh(f"{BIN} ctl --socket {self.ctl} --json pmd/stats-show").stdout)["pmds"][0]
+        busy, idle, pkts = st["busy_cycles"], st["idle_cycles"], st["packets"]
+        return {"busy_percent": 100.0 * busy / max(1, busy + idle),
+                "cycles_per_frame": busy / pkts if pkts else None, "frames": pkts}
+
+    def stop(self):
+        self.p.send_signal(signal.SIGINT)
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+class Testpmd:
+    """testpmd io, the ceiling of one forwarding core: ports paired 0-1 (and 2-3 in PVP)."""
+    name = "testpmd io"
+    rx_queues = 1
+
+    def __init__(self, tmp, pvp, flows):
+        args = ["stdbuf", "-oL", "dpdk-testpmd", "--lcores", "0@0,1@1"] + EAL
+        args += ["--file-prefix", f"bench-tprfc-{os.getpid()}"]
+        self.vm_socks = [f"{tmp}/vm{i}.sock" for i in range(2)]
+        for i in range(2):
+            args += ["--vdev", memif(i, tmp, "server")]
+            if pvp:
+                args += ["--vdev", f"net_vhost{i},iface={self.vm_socks[i]},queues=1"]
+        args += ["--", "-i", "--forward-mode=io", "--record-core-cycles", "--no-lsc-interrupt", "--no-flush-rx"]
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        self.out = []
+        threading.Thread(target=self._read, daemon=True).start()
+        wait_path(f"{tmp}/m1.sock")
+        if pvp:
+            wait_path(self.vm_socks[1])
+        self.cmd("start")
+        self.t0 = time.time()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.out.append(line)
+
+    def cmd(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def clear(self):
+        self.cmd("stop")
+        self.cmd("start")
+        time.sleep(0.2)
+        self.mark = len(self.out)
+        self.t0 = time.time()
+
+    def core(self):
+        self.cmd("stop")
+        secs = time.time() - self.t0
+        time.sleep(1)
+        text = "".join(self.out[self.mark:])
+        m = re.findall(r"CPU cycles/packet=([0-9.]+) \((?:busy|total) cycles=(\d+) / total \S+ packets=(\d+)\) at (\d+) MHz", text)
+        self.cmd("start")
+        if not m:
+            return {"busy_percent": None, "cycles_per_frame": None, "frames": None}
+        cpp, busy, pkts, mhz = m[-1]
+        return {"busy_percent": 100.0 * int(busy) / (secs * int(mhz) * 1e6),
+                "cycles_per_frame": float(cpp), "frames": int(pkts)}
+
+    def stop(self):
+        try:
+            self.cmd("stop")
+            self.cmd("quit")
+            self.p.wait(timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.p.kill()
+            self.p.wait()
+
+
+class OvsDpdk:
+    name = "OVS-DPDK"
+    # OVS transmits on a memif port's queue 1 (queue 0 is its main thread's): pktgen polls two.
+    rx_queues = 2
+
+    def __init__(self, tmp, pvp, flows, ovs):
+        self.ovs = ovs
+        ovs.start()
+        sh("ovs-vsctl --if-exists del-br br0")
+        sh("ovs-vsctl add-br br0 -- set bridge br0 datapath_type=netdev "
+           f"other-config:mac-table-size={max(8192, 4 * flows)}")
+        vlans = [10, 20]
+        for i in range(2):
+            tag = f" tag={vlans[i]}" if pvp else ""
+            sh(f"ovs-vsctl add-port br0 phy{i}{tag} -- set Interface phy{i} type=dpdk "
+               f"options:dpdk-devargs={memif(i, tmp, 'server')}")
+        self.vm_socks = []
+        if pvp:
+            for i in range(2):
+                sh(f"ovs-vsctl add-port br0 vhu{i} tag={vlans[i]} -- set Interface vhu{i} type=dpdkvhostuser")
+                self.vm_socks.append(f"/var/run/openvswitch/vhu{i}")
+            for s in self.vm_socks:
+                wait_path(s)
+        wait_path(f"{tmp}/m1.sock")
+
+    def clear(self):
+        sh("ovs-appctl dpif-netdev/pmd-stats-clear")
+
+    def core(self):
+        out = sh("ovs-appctl dpif-netdev/pmd-stats-show").stdout
+        pkts = sum(int(x) for x in re.findall(r"packets received: (\d+)", out))
+        cpp = re.findall(r"avg processing cycles per packet: ([0-9.]+)", out)
+        busy = re.findall(r"processing cycles: \d+ \(([0-9.]+)%\)", out)
+        return {"busy_percent": float(busy[0]) if busy else None,
+                "cycles_per_frame": float(cpp[0]) if cpp else None, "frames": pkts}
+
+    def stop(self):
+        sh("ovs-vsctl --if-exists del-br br0", check=False)
+        self.ovs.stop()
+
+
+def measure(sw_cls, tmp, pvp, flows, size, a, ovs):
+    sw = sw_cls(tmp, pvp, flows, ovs) if sw_cls is OvsDpdk else sw_cls(tmp, pvp, flows)
+    try:
+        res = pktgen(tmp, flows, pvp, size,
+                     ["--rfc2544", "--trial-secs", str(a.trial_secs), "--resolution", str(a.resolution),
+                      "--latency-loads", "50", "--learn-rate", "500k", "--trial-retries", str(a.retries)], sw.vm_socks, sw.rx_queues)
+        r = res["rfc2544"][0]
+        ndr = r["ndr"]["pps"]
+        core = {"busy_percent": None, "cycles_per_frame": None, "frames": None}
+        if ndr > 0:
+            # The core at the zero-loss rate: a second run at that rate, its middle measured.
+            secs = a.core_secs + 3
+            box = {}
+            t = threading.Thread(target=lambda: box.setdefault("r", pktgen(
+                tmp, flows, pvp, size, ["--rate", str(int(ndr)), "--duration", str(secs)], sw.vm_socks,
+                sw.rx_queues)))
+            t.start()
+            time.sleep(3.0)  # pktgen's EAL, links and learning frames
+            sw.clear()
+            time.sleep(a.core_secs - 1)
+            core = sw.core()
+            t.join()
+            core["lost_at_ndr_rerun"] = box.get("r", {}).get("runs", [{}])[0].get("trial", {}).get("lost")
+        lat = r["latency"][0]["trial"]["latency"] if r["latency"] else {}
+        return {"ndr_mpps": ndr / 1e6, "pdr_mpps": r["pdr"]["pps"] / 1e6,
+                "generator_bound": r["ndr"]["generator_bound"], "generator_mpps": r["generator_pps"] / 1e6,
+                "p50_us": lat.get("p50_ns", 0) / 1e3, "p99_us": lat.get("p99_ns", 0) / 1e3,
+                "p99_9_us": lat.get("p99_9_ns", 0) / 1e3, "trials": len(r["search_trials"]), **core}
+    finally:
+        sw.stop()
+        remove_runtime_dirs()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="64,1518", help="frame sizes, bytes")
+    ap.add_argument("--trial-secs", type=float, default=1.0, help="seconds per search trial")
+    ap.add_argument("--resolution", type=float, default=2.0, help="search resolution, percent")
+    ap.add_argument("--retries", type=int, default=1,
+                    help="a failed search trial is run again this many times (loss verification)")
+    ap.add_argument("--core-secs", type=float, default=4.0, help="seconds of the core measurement at the NDR")
+    ap.add_argument("--topologies", default="all", help="all, p2p or pvp")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench-results"), help="where rfc2544.json goes")
+    a = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit(f"{BIN} not built: cargo build --release -p pmdswitch")
+    os.makedirs(a.out, exist_ok=True)
+    ovs = Ovs()
+    switches = [PmdSwitch, OvsDpdk, Testpmd] if ovs.ok else [PmdSwitch, Testpmd]
+    if not ovs.ok:
+        print("  (OVS-DPDK not installed: scripts/setup.sh --bench installs it)", file=sys.stderr)
+    topos = [t for t in TOPOLOGIES if a.topologies == "all" or (t[2] == (a.topologies == "pvp"))]
+    rows = []
+    for topo, flows, pvp in topos:
+        for size in [int(s) for s in a.sizes.split(",")]:
+            for cls in switches:
+                with tempfile.TemporaryDirectory() as tmp:
+                    try:
+                        m = measure(cls, tmp, pvp, flows, size, a, ovs)
+                    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                        print(f"  {topo} {flows} {size} {cls.name}: failed: {e}", file=sys.stderr)
+                        m = None
+                row = {"topology": topo, "flows": flows, "size": size, "switch": cls.name, **(m or {})}
+                rows.append(row)
+                if m:
+                    print(f"  {topo} {flows} flows {size} B {cls.name}: NDR {m['ndr_mpps']:.3f} Mpps"
+                          f"{' (generator)' if m['generator_bound'] else ''}, p99 {m['p99_us']:.1f} us",
+                          file=sys.stderr)
+    with open(os.path.join(a.out, "rfc2544.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+
+    def bound(r):
+        # An unpaced trial without loss is bound by pktgen's CPU, or by the switch pushing back
+        # (a virtual port refuses what its peer does not take): the core's busy share tells.
+        if not r["generator_bound"]:
+            return "switch"
+        busy = r.get("busy_percent")
+        return "switch" if busy is not None and busy >= 90 else "generator"
+
+    def f(v, spec):
+        return "-" if v is None else format(v, spec)
+    print(f"\nRFC 2544 through the switch (pmdswitch pktgen; trials {a.trial_secs:g} s, resolution {a.resolution:g}%;"
+          " latency at 50% of NDR; core = the forwarding core at the NDR)")
+    head = (f"{'topology':<13} {'flows':>6} {'size':>5} {'switch':<11} {'NDR Mpps':>9} {'bound':<9} {'PDR Mpps':>9} "
+            f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'core busy%':>10} {'cyc/frame':>9} {'vs OVS':>7}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ovs_row = next((o for o in rows if o["switch"] == "OVS-DPDK" and o["topology"] == r["topology"]
+                        and o["flows"] == r["flows"] and o["size"] == r["size"]), None)
+        ratio = (r["ndr_mpps"] / ovs_row["ndr_mpps"]) if (ovs_row and "ndr_mpps" in r and ovs_row.get("ndr_mpps")) else None
+        if "ndr_mpps" not in r:
+            print(f"{r['topology']:<13} {r['flows']:>6} {r['size']:>5} {r['switch']:<11} (failed)")
+            continue
+        print(f"{r['topology']:<13} {r['flows']:>6} {r['size']:>5} {r['switch']:<11} {r['ndr_mpps']:>9.3f} "
+              f"{bound(r):<9} {r['pdr_mpps']:>9.3f} {r['p50_us']:>8.1f} "
+              f"{r['p99_us']:>8.1f} {r['p99_9_us']:>9.1f} {f(r.get('busy_percent'), '.0f'):>10} "
+              f"{f(r.get('cycles_per_frame'), '.0f'):>9} {f(ratio, '.2f'):>7}")
+
+
+if __name__ == "__main__":
+    main()
