@@ -18,6 +18,6 @@ if [ "${1:-}" = "rfc2544" ]; then
 fi
 /usr/bin/python3 scripts/bench.py "$@"
 case " $* " in
-    *" --only "*) ;;
+    *" --only "* | *" --only="*) ;;
     *) exec /usr/bin/python3 scripts/bench_rfc2544.py ;;
 esac

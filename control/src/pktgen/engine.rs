@@ -60,9 +60,9 @@ impl ReflectMode {
 
 // Fields drop in order: the queue handles go before the port closes.
 struct OpenPort {
-    /// Every rx queue, polled in turn (a peer may send on any of them).
+    /// Every rx queue (a peer may send on any of them).
     rx: Vec<RxQueue>,
-    /// The next rx queue to poll.
+    /// The next rx queue the VM role polls.
     next_rx: usize,
     tx: TxQueue,
     port: Port,
@@ -113,7 +113,7 @@ fn open_port(
 }
 
 impl OpenPort {
-    /// Receives one burst from the next rx queue in turn.
+    /// Receives one burst from the next rx queue in turn (the VM role's ports).
     #[inline(always)]
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         let q = self.next_rx;
@@ -239,6 +239,9 @@ pub struct TrialReport {
     pub reflect_dropped: u64,
     /// Bursts the generator could not build because its pool was empty.
     pub pool_empty: u64,
+    /// Share of the frames offered to the ports that they did not take at once (0 to 1): the
+    /// device pushing back. Near 0 in an unpaced trial, the generator's CPU set its rate.
+    pub pushback_ratio: f64,
 }
 
 /// Receive-side tallies besides the streams'.
@@ -250,6 +253,9 @@ struct Misc {
     reflected: u64,
     reflect_dropped: u64,
     pool_empty: u64,
+    /// Frames offered to a port and not taken at once (offered again later), and all offers.
+    refused_offers: u64,
+    offers: u64,
 }
 
 impl Engine {
@@ -391,6 +397,9 @@ impl Engine {
             };
             self.pump(&settle, (&mut tx, &mut bytes), &mut rxs, &mut misc)?;
         }
+        // Pushback is of the measured frames only.
+        misc.offers = 0;
+        misc.refused_offers = 0;
         let epoch = self.epoch;
         let shapes = self.shapes(epoch, load.vlan);
         let templates = templates(&shapes, &load.sizes);
@@ -425,7 +434,9 @@ impl Engine {
         loop {
             let mut got = 0;
             for i in 0..self.ports.len() {
-                got += self.poll_rx(i, epoch, rxs, misc);
+                for q in 0..self.ports[i].rx.len() {
+                    got += self.poll_rx(i, q, epoch, rxs, misc);
+                }
             }
             self.poll_reflect_counting(misc);
             let now = tsc();
@@ -483,6 +494,8 @@ impl Engine {
                         |k, buf| {
                             let seq = first + k as u64;
                             let t = &tpl[(seq % tpl.len() as u64) as usize];
+                            // Stamped when built: a frame that waits for room in a full queue
+                            // counts that wait too, as a frame queued in a NIC would.
                             t.write(buf, (seq % flows) as u32, seq as u32, now);
                             usize::from(t.len())
                         },
@@ -492,7 +505,10 @@ impl Engine {
                     }
                     built[i] += made as u64;
                 }
+                let offered = self.pending[i].len() as u64;
                 let sent = self.ports[i].tx.try_send(&mut self.pending[i]) as u64;
+                misc.offers += offered;
+                misc.refused_offers += offered - sent;
                 if sent > 0 {
                     let tpl = &templates[i];
                     bytes[i] += if tpl.len() == 1 {
@@ -510,9 +526,11 @@ impl Engine {
                 // Receive ahead of sending: while full bursts come, take a few more, so the
                 // device's transmit ring toward the generator never backs up into drops
                 // that the generator, not the device, caused.
-                for _ in 0..RX_BURSTS_PER_SEND {
-                    if self.poll_rx(i, epoch, rxs, misc) < BURST_SIZE {
-                        break;
+                for q in 0..self.ports[i].rx.len() {
+                    for _ in 0..RX_BURSTS_PER_SEND {
+                        if self.poll_rx(i, q, epoch, rxs, misc) < BURST_SIZE {
+                            break;
+                        }
                     }
                 }
             }
@@ -525,10 +543,17 @@ impl Engine {
         }
     }
 
-    /// Receives one burst on port `i` and matches it; returns how many frames came.
+    /// Receives one burst on queue `q` of port `i` and matches it; returns how many came.
     #[inline]
-    fn poll_rx(&mut self, i: usize, epoch: u8, rxs: &mut [StreamRx], misc: &mut Misc) -> usize {
-        let n = self.ports[i].rx_burst(&mut self.burst);
+    fn poll_rx(
+        &mut self,
+        i: usize,
+        q: usize,
+        epoch: u8,
+        rxs: &mut [StreamRx],
+        misc: &mut Misc,
+    ) -> usize {
+        let n = self.ports[i].rx[q].rx_burst(&mut self.burst);
         if n == 0 {
             return 0;
         }
@@ -674,6 +699,11 @@ impl Engine {
             reflected: misc.reflected,
             reflect_dropped: misc.reflect_dropped,
             pool_empty: misc.pool_empty,
+            pushback_ratio: if misc.offers == 0 {
+                0.0
+            } else {
+                misc.refused_offers as f64 / misc.offers as f64
+            },
         }
     }
 }

@@ -127,6 +127,11 @@ fn main() {
                 }
                 tokens -= 1.0;
             }
+            if batch.is_full() {
+                // A frame held from the last burst made this one a frame longer.
+                forwarded += tx.try_send(&mut batch) as u64;
+                tx_full += batch.discard() as u64;
+            }
             if o.swap_at == Some(received) {
                 // Hold this frame and send it after the next one.
                 held = Some(m);
