@@ -18,7 +18,8 @@ share and cycles per frame at the zero-loss rate (pmdswitch's pmd/stats-show, OV
 pmd-stats-show, testpmd's --record-core-cycles), measured in a second pktgen run at that rate.
 
 For each topology, frame size (64, 1518 bytes) and switch: NDR (zero loss) and PDR (0.5% loss)
-in Mpps, p50/p99/p99.9 one-way latency at 50% of the NDR, the core's busy % and cycles/frame.
+in Mpps, p50/p99/p99.9 one-way latency at 50% of the NDR, the core's busy % and cycles/frame;
+then, in a second table, latency at the same offered load for all three (half the lowest NDR).
 The search repeats a failed trial once (--retries, loss verification) and the whole run goes
 --rounds times (default 2) alternating the switches; each switch's figure is its best round,
 since on a shared VM a stall of either CPU only ever lowers an NDR.
@@ -258,6 +259,26 @@ def measure(sw_cls, tmp, pvp, flows, size, a, ovs):
         remove_runtime_dirs()
 
 
+def latency_at(sw_cls, tmp, pvp, flows, size, pps, a, ovs):
+    """p50/p99/p99.9 (us) of a fixed-rate run at `pps` through the switch: the same offered load
+    for every switch of a setup."""
+    sw = sw_cls.__new__(sw_cls)
+    sw.p = None
+    try:
+        if sw_cls is OvsDpdk:
+            sw.__init__(tmp, pvp, flows, ovs)
+        else:
+            sw.__init__(tmp, pvp, flows)
+        t = pktgen(tmp, flows, pvp, size, ["--rate", str(int(pps)), "--duration", str(a.trial_secs * 3)],
+                   sw.vm_socks, sw.rx_queues)["runs"][0]["trial"]
+        lat = t["latency"]
+        return {"same_load_mpps": pps / 1e6, "same_load_lost": t["lost"], "same_p50_us": lat["p50_ns"] / 1e3,
+                "same_p99_us": lat["p99_ns"] / 1e3, "same_p99_9_us": lat["p99_9_ns"] / 1e3}
+    finally:
+        sw.stop()
+        remove_runtime_dirs()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="64,1518", help="frame sizes, bytes")
@@ -313,6 +334,21 @@ def main():
         same = [x for x in runs if (x["topology"], x["flows"], x["size"], x["switch"]) == key]
         if r is max(same, key=lambda x: x.get("ndr_mpps", -1.0)):
             rows.append({**r, "rounds": [x.get("ndr_mpps") for x in same]})
+    # Latency at the same offered load for every switch of a setup: half the lowest NDR of them.
+    for topo, flows, pvp in topos:
+        for size in [int(s) for s in a.sizes.split(",")]:
+            setup = [r for r in rows if (r["topology"], r["flows"], r["size"]) == (topo, flows, size)]
+            ndrs = [r["ndr_mpps"] for r in setup if r.get("ndr_mpps")]
+            if not ndrs:
+                continue
+            pps = min(ndrs) * 1e6 / 2
+            for r in setup:
+                cls = next(c for c in switches if c.name == r["switch"])
+                with tempfile.TemporaryDirectory() as tmp:
+                    try:
+                        r.update(latency_at(cls, tmp, pvp, flows, size, pps, a, ovs))
+                    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                        print(f"  {topo} {flows} {size} {cls.name}: same-load run failed: {e}", file=sys.stderr)
     with open(os.path.join(a.out, "rfc2544.json"), "w") as f:
         json.dump({"settings": vars(a), "best": rows, "runs": runs}, f, indent=2)
     print_table(rows, a)
@@ -359,6 +395,18 @@ def print_table(rows, a):
               f"{bound(r):<9} {r['generator_mpps']:>8.2f} {r['pdr_mpps']:>9.3f} {r['p50_us']:>7.1f} "
               f"{r['p99_us']:>8.1f} {r['p99_9_us']:>9.1f} {f(r.get('busy_percent'), '.0f'):>6} "
               f"{f(r.get('cycles_per_frame'), '.0f'):>9} {f(ratio, '.2f'):>7}")
+    if not any("same_p99_us" in r for r in rows):
+        return
+    print("\nLatency at the same offered load for every switch of a setup (half the lowest NDR among them)")
+    head = (f"{'topology':<13} {'flows':>6} {'size':>5} {'switch':<11} {'load Mpps':>9} {'lost':>8} "
+            f"{'p50 us':>8} {'p99 us':>8} {'p99.9 us':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if "same_p99_us" not in r:
+            continue
+        print(f"{r['topology']:<13} {r['flows']:>6} {r['size']:>5} {r['switch']:<11} {r['same_load_mpps']:>9.3f} "
+              f"{r['same_load_lost']:>8} {r['same_p50_us']:>8.1f} {r['same_p99_us']:>8.1f} {r['same_p99_9_us']:>9.1f}")
 
 if __name__ == "__main__":
     main()
