@@ -28,6 +28,7 @@ release binary built (scripts/bench.sh does both).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -39,6 +40,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# EAL (and eal()) carry --no-pci and --in-memory; every process gets its own --file-prefix.
 from bench import BIN, EAL, ROOT, Ovs, eal, remove_runtime_dirs, sh, wait_path  # noqa: E402
 
 TOPOLOGIES = [("port to port", 1024, False), ("port to port", 65536, False), ("PVP", 1024, True)]
@@ -215,16 +217,25 @@ class OvsDpdk:
         self.ovs.stop()
 
 
-def measure(sw_cls, tmp, pvp, flows, size, a, ovs):
+@contextlib.contextmanager
+def running(sw_cls, tmp, pvp, flows, ovs):
+    """The switch, up for the block and stopped after it. Built inside the try: a switch that
+    fails half-way up is still stopped, never left spinning on CPU 1 under what comes next."""
     sw = sw_cls.__new__(sw_cls)
     sw.p = None
     try:
-        # Built inside the try: a switch that fails half-way up is still stopped, never left
-        # spinning on CPU 1 under the measurements after it.
         if sw_cls is OvsDpdk:
             sw.__init__(tmp, pvp, flows, ovs)
         else:
             sw.__init__(tmp, pvp, flows)
+        yield sw
+    finally:
+        sw.stop()
+        remove_runtime_dirs()
+
+
+def measure(sw_cls, tmp, pvp, flows, size, a, ovs):
+    with running(sw_cls, tmp, pvp, flows, ovs) as sw:
         res = pktgen(tmp, flows, pvp, size,
                      ["--rfc2544", "--trial-secs", str(a.trial_secs), "--resolution", str(a.resolution),
                       "--latency-loads", "50", "--learn-rate", "500k", "--trial-retries", str(a.retries)], sw.vm_socks, sw.rx_queues)
@@ -254,29 +265,17 @@ def measure(sw_cls, tmp, pvp, flows, size, a, ovs):
                 "unpaced_pushback": r["search_trials"][0]["pushback_ratio"],
                 "p50_us": lat.get("p50_ns", 0) / 1e3, "p99_us": lat.get("p99_ns", 0) / 1e3,
                 "p99_9_us": lat.get("p99_9_ns", 0) / 1e3, "trials": len(r["search_trials"]), **core}
-    finally:
-        sw.stop()
-        remove_runtime_dirs()
 
 
 def latency_at(sw_cls, tmp, pvp, flows, size, pps, a, ovs):
     """p50/p99/p99.9 (us) of a fixed-rate run at `pps` through the switch: the same offered load
     for every switch of a setup."""
-    sw = sw_cls.__new__(sw_cls)
-    sw.p = None
-    try:
-        if sw_cls is OvsDpdk:
-            sw.__init__(tmp, pvp, flows, ovs)
-        else:
-            sw.__init__(tmp, pvp, flows)
+    with running(sw_cls, tmp, pvp, flows, ovs) as sw:
         t = pktgen(tmp, flows, pvp, size, ["--rate", str(int(pps)), "--duration", str(a.trial_secs * 3)],
                    sw.vm_socks, sw.rx_queues)["runs"][0]["trial"]
         lat = t["latency"]
         return {"same_load_mpps": pps / 1e6, "same_load_lost": t["lost"], "same_p50_us": lat["p50_ns"] / 1e3,
                 "same_p99_us": lat["p99_ns"] / 1e3, "same_p99_9_us": lat["p99_9_ns"] / 1e3}
-    finally:
-        sw.stop()
-        remove_runtime_dirs()
 
 
 def main():

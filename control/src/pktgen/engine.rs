@@ -12,7 +12,7 @@ use dataplane::dpdk::{
 use serde::Serialize;
 
 use super::frame::{self, FrameTemplate, SizeMix, StreamShape, FCS_BYTES, LEARN_EPOCH};
-use super::rx::{CyclesToNs, StreamRx};
+use super::rx::{latency_histogram, CyclesToNs, StreamRx};
 
 /// Descriptors per queue of the generator's ports.
 const QUEUE_DESC: u16 = 1024;
@@ -647,7 +647,7 @@ impl Engine {
         rxs: &[StreamRx],
         misc: &Misc,
     ) -> TrialReport {
-        let mut all = StreamRx::default().latency_ns;
+        let mut all = latency_histogram();
         let streams: Vec<StreamReport> = self
             .ports
             .iter()

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::engine::Latency;
+use super::engine::{Latency, StreamReport};
 use super::Results;
 
 fn mpps(pps: f64) -> String {
@@ -24,6 +24,30 @@ fn latency_cells(l: &Latency) -> String {
         us(l.p99_9_ns),
         us(l.max_ns)
     )
+}
+
+/// One stream's line of a fixed-rate run (rates over `secs` of sending).
+fn stream_row(out: &mut String, size: &str, s: &StreamReport, secs: f64) {
+    let loss = if s.tx_frames == 0 {
+        0.0
+    } else {
+        s.lost as f64 * 100.0 / s.tx_frames as f64
+    };
+    let _ = writeln!(
+        out,
+        "{:>6} {:>8} {:>12} {:>12} {:>10} {:>10.4} {:>5} {:>6} {:>9} {:>9} {}",
+        size,
+        s.port,
+        s.tx_frames,
+        s.rx_frames,
+        s.lost,
+        loss,
+        s.duplicates,
+        s.reordered,
+        mpps(s.tx_frames as f64 / secs),
+        mpps((s.rx_frames - s.duplicates) as f64 / secs),
+        latency_cells(&s.latency)
+    );
 }
 
 const LATENCY_HEAD: &str = "  min us   p50 us   p90 us   p99 us p99.9 us    max us";
@@ -62,44 +86,23 @@ pub fn table(r: &Results) -> String {
         );
         for run in &r.runs {
             let t = &run.trial;
+            let secs = t.tx_secs.max(1e-9);
             for s in &t.streams {
-                let secs = t.tx_secs.max(1e-9);
-                let _ = writeln!(
-                    out,
-                    "{:>6} {:>8} {:>12} {:>12} {:>10} {:>10.4} {:>5} {:>6} {:>9} {:>9} {}",
-                    run.size,
-                    s.port,
-                    s.tx_frames,
-                    s.rx_frames,
-                    s.lost,
-                    if s.tx_frames == 0 {
-                        0.0
-                    } else {
-                        s.lost as f64 * 100.0 / s.tx_frames as f64
-                    },
-                    s.duplicates,
-                    s.reordered,
-                    mpps(s.tx_frames as f64 / secs),
-                    mpps((s.rx_frames - s.duplicates) as f64 / secs),
-                    latency_cells(&s.latency)
-                );
+                stream_row(&mut out, &run.size, s, secs);
             }
             if t.streams.len() > 1 {
-                let _ = writeln!(
-                    out,
-                    "{:>6} {:>8} {:>12} {:>12} {:>10} {:>10.4} {:>5} {:>6} {:>9} {:>9} {}",
-                    run.size,
-                    "all",
-                    t.tx_frames,
-                    t.rx_frames,
-                    t.lost,
-                    t.loss_ratio * 100.0,
-                    t.duplicates,
-                    t.reordered,
-                    mpps(t.sent_pps),
-                    mpps(t.received_pps),
-                    latency_cells(&t.latency)
-                );
+                let all = StreamReport {
+                    port: "all".into(),
+                    tx_frames: t.tx_frames,
+                    tx_bytes: t.streams.iter().map(|s| s.tx_bytes).sum(),
+                    rx_frames: t.rx_frames,
+                    rx_bytes: t.streams.iter().map(|s| s.rx_bytes).sum(),
+                    lost: t.lost,
+                    duplicates: t.duplicates,
+                    reordered: t.reordered,
+                    latency: t.latency.clone(),
+                };
+                stream_row(&mut out, &run.size, &all, secs);
             }
         }
     }
@@ -168,6 +171,19 @@ fn register_font() -> Result<(), String> {
             .map_err(|_| "the DejaVu Sans font file is not a usable TrueType font".to_string())
     })
     .clone()
+}
+
+/// The label of category axis position `v`: a category at each whole number, none between.
+fn category<S: AsRef<str>>(v: f64, labels: &[S]) -> String {
+    let i = v.round();
+    if (v - i).abs() < 0.01 && i >= 0.0 {
+        labels
+            .get(i as usize)
+            .map(|s| s.as_ref().to_owned())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    }
 }
 
 /// One series of the throughput panel and the latency panel.
@@ -245,18 +261,10 @@ pub fn draw_png(r: &Results, path: &Path) -> Result<(), String> {
         .y_label_area_size(60)
         .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..ymax)
         .map_err(|x| e(&x))?;
-    let labels = sizes.clone();
     chart
         .configure_mesh()
         .x_labels(n + 1)
-        .x_label_formatter(&|v| {
-            let i = v.round();
-            if (v - i).abs() < 0.01 && i >= 0.0 {
-                labels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|v| category(*v, &sizes))
         .x_desc("frame size (bytes)")
         .y_desc("Mpps")
         .draw()
@@ -307,17 +315,7 @@ pub fn draw_png(r: &Results, path: &Path) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_labels(7)
-        .x_label_formatter(&|v| {
-            let i = v.round();
-            if (v - i).abs() < 0.01 && i >= 0.0 {
-                quantiles
-                    .get(i as usize)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_label_formatter(&|v| category(*v, &quantiles))
         .x_desc("percentile")
         .y_desc("latency (us, log)")
         .draw()

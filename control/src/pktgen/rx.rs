@@ -99,6 +99,12 @@ pub struct StreamRx {
 /// Largest latency the histogram holds, ns (60 s); longer ones are clamped to it.
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
+/// An empty latency histogram (ns, 1 ns to 60 s, 3 significant digits): every stream's, and
+/// the sum of them, share this shape.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("static histogram bounds are valid")
+}
+
 impl Default for StreamRx {
     fn default() -> Self {
         StreamRx {
@@ -106,8 +112,7 @@ impl Default for StreamRx {
             bytes: 0,
             duplicates: 0,
             reordered: 0,
-            latency_ns: Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3)
-                .expect("static histogram bounds are valid"),
+            latency_ns: latency_histogram(),
             seq: SeqTracker::default(),
         }
     }

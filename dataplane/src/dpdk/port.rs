@@ -900,13 +900,31 @@ impl TxQueue {
         if batch.is_empty() {
             return 0;
         }
+        let Some(claim) = self.claim() else {
+            return 0;
+        };
+        let n = u16::try_from(batch.len()).expect("a batch holds at most BURST_SIZE packets");
+        // SAFETY: as in `flush_reporting`: started port, queue owned or locked (the claim),
+        // `n` valid mbufs, of which DPDK takes the first `sent` and `forget_sent` forgets them.
+        let sent =
+            unsafe { sys::rte_eth_tx_burst(self.port.id.0, claim.queue, batch.as_mut_ptr(), n) };
+        batch.forget_sent(usize::from(sent))
+    }
+
+    /// The queue to send on now, locked while the claim lives where users share it; None on a
+    /// gated port whose peer enables no queue for this user. A gated port's queue is the one
+    /// its peer enables for this user now, under that queue's lock (users may share it, and
+    /// the map changes while they send).
+    #[inline(always)]
+    fn claim(&self) -> Option<QueueClaim<'_>> {
         let (queue, lock) = match &self.gates {
             None => (self.queue, self.lock.as_deref()),
             Some((g, user)) => {
                 let q = g.tx_of[*user].load(Ordering::Acquire);
                 if q == NO_QUEUE {
-                    return 0;
+                    return None;
                 }
+                // One user alone never shares a queue.
                 let shared = g.tx_of.len() > 1;
                 (q, g.locks.get(usize::from(q)).filter(|_| shared))
             }
@@ -919,14 +937,7 @@ impl TxQueue {
                 std::hint::spin_loop();
             }
         }
-        let n = u16::try_from(batch.len()).expect("a batch holds at most BURST_SIZE packets");
-        // SAFETY: as in `flush_reporting`: started port, queue owned or locked, `n` valid mbufs,
-        // of which DPDK takes the first `sent` and `forget_sent` forgets them.
-        let sent = unsafe { sys::rte_eth_tx_burst(self.port.id.0, queue, batch.as_mut_ptr(), n) };
-        if let Some(l) = lock {
-            l.store(false, Ordering::Release);
-        }
-        batch.forget_sent(usize::from(sent))
+        Some(QueueClaim { queue, lock })
     }
 
     /// Sends the batch, emptying it; packets the queue did not take are freed and counted.
@@ -950,30 +961,12 @@ impl TxQueue {
         if batch.is_empty() {
             return out;
         }
-        // A gated port: the queue its peer enables for this user now, under that queue's
-        // lock (users may share it, and the map changes while they send).
-        let (queue, lock) = match &self.gates {
-            None => (self.queue, self.lock.as_deref()),
-            Some((g, user)) => {
-                let q = g.tx_of[*user].load(Ordering::Acquire);
-                if q == NO_QUEUE {
-                    on_drop(batch.as_slice(), TxDrop::NoQueue);
-                    out.no_queue = batch.discard();
-                    return out;
-                }
-                // One user alone never shares a queue.
-                let shared = g.tx_of.len() > 1;
-                (q, g.locks.get(usize::from(q)).filter(|_| shared))
-            }
+        let Some(claim) = self.claim() else {
+            on_drop(batch.as_slice(), TxDrop::NoQueue);
+            out.no_queue = batch.discard();
+            return out;
         };
-        if let Some(l) = lock {
-            while l
-                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
-                std::hint::spin_loop();
-            }
-        }
+        let queue = claim.queue;
         loop {
             let n = u16::try_from(batch.len()).expect("a batch holds at most BURST_SIZE packets");
             // SAFETY: the port is started and cannot stop while this handle lives; the queue is
@@ -996,10 +989,25 @@ impl TxQueue {
                 }
             }
         }
-        if let Some(l) = lock {
+        // The claim (and the queue's lock, if any) ends here.
+        drop(claim);
+        out
+    }
+}
+
+/// A tx queue held for one send: where users share the queue, its lock is taken for as long
+/// as the claim lives and released when it drops.
+struct QueueClaim<'a> {
+    queue: u16,
+    lock: Option<&'a AtomicBool>,
+}
+
+impl Drop for QueueClaim<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        if let Some(l) = self.lock {
             l.store(false, Ordering::Release);
         }
-        out
     }
 }
 
