@@ -159,6 +159,9 @@ def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0, vlans=False, 
         "steady_mpps": statistics.median(rates[2:] if len(rates) > 3 else rates[-1:]) / 1e3,
         "cycles_per_packet": w["cycles_per_packet"],
         "burst_p99_cycles": w["cycles_per_burst"]["p99"],
+        # What a frame cost the MAC table over the whole run (warm-up included).
+        "fdb_lookups_per_packet": w.get("fdb_lookups_per_packet"),
+        "fdb_buckets_per_lookup": w.get("fdb_buckets_per_lookup"),
         "fdb_entries": stats["fdb"]["entries"],
         "fdb_memory_bytes": stats["fdb"]["memory_bytes"],
         "rss_bytes": mem.get("VmRSS", 0),
@@ -693,7 +696,9 @@ def main():
                             if have_ovs:
                                 ov.append(ovs.rate(pcaps, a.secs, macs))
                         print(f"  {label} run {r + 1}: pmdswitch {sw[-1]['mpps']:.2f} Mpps"
-                              f" ({sw[-1]['cycles_per_packet']:.0f} cycles/pkt, fdb {sw[-1]['fdb_entries']})"
+                              f" ({sw[-1]['cycles_per_packet']:.0f} cycles/pkt, fdb {sw[-1]['fdb_entries']},"
+                              f" {fmt_opt(sw[-1]['fdb_lookups_per_packet'], '.2f')} table lookups/pkt,"
+                              f" {fmt_opt(sw[-1]['fdb_buckets_per_lookup'], '.2f')} buckets/lookup)"
                               + (f", testpmd io {tp[-1]['mpps']:.2f}" if tp else "")
                               + (f", OVS-DPDK {ov[-1]['mpps']:.2f}" if ov else ""), file=sys.stderr)
                     row = {
@@ -701,6 +706,8 @@ def main():
                         "pmdswitch": med(sw, "mpps"),
                         "pmdswitch_cycles_per_packet": med(sw, "cycles_per_packet"),
                         "pmdswitch_burst_p99_cycles": med(sw, "burst_p99_cycles"),
+                        "fdb_lookups_per_packet": med(sw, "fdb_lookups_per_packet"),
+                        "fdb_buckets_per_lookup": med(sw, "fdb_buckets_per_lookup"),
                         "fdb_entries": med(sw, "fdb_entries"),
                         "fdb_memory_bytes": med(sw, "fdb_memory_bytes"),
                         "rss_bytes": med(sw, "rss_bytes"),

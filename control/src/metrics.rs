@@ -339,7 +339,7 @@ pub fn render(ctx: &Context<'_>) -> String {
     }
 
     type WorkerField = fn(&WorkerReport) -> f64;
-    let worker_metrics: [(&str, &str, &str, WorkerField); 7] = [
+    let worker_metrics: [(&str, &str, &str, WorkerField); 9] = [
         (
             "packets_total",
             "counter",
@@ -351,6 +351,18 @@ pub fn render(ctx: &Context<'_>) -> String {
             "counter",
             "Frames the worker sent by a decision held in its flow cache.",
             |w| w.flow_cache_hits as f64,
+        ),
+        (
+            "fdb_lookups_total",
+            "counter",
+            "MAC-table lookups of the worker's full path (source learning, destination lookup).",
+            |w| w.fdb_lookups as f64,
+        ),
+        (
+            "fdb_bucket_reads_total",
+            "counter",
+            "MAC-table buckets read by those lookups: two for a key not in its first bucket.",
+            |w| w.fdb_bucket_reads as f64,
         ),
         (
             "bursts_total",

@@ -208,8 +208,27 @@ pub struct WorkerReport {
     pub flood_copies: u64,
     /// Frames sent by a decision held in the worker's flow cache (no MAC-table lookup).
     pub flow_cache_hits: u64,
+    /// MAC-table lookups made by the worker's full path (source learning, destination lookup):
+    /// about two for each frame not sent by the flow cache.
+    pub fdb_lookups: u64,
+    /// MAC-table buckets those lookups read: one a lookup, two for a key missing or not in its
+    /// first bucket (a cache line not prefetched). Per lookup, how crowded the table is.
+    pub fdb_bucket_reads: u64,
+    /// fdb_lookups / packets: MAC-table lookups a received frame cost, 0 with no frames.
+    pub fdb_lookups_per_packet: f64,
+    /// fdb_bucket_reads / fdb_lookups: 1 when every key sat in its first bucket, 0 with no lookup.
+    pub fdb_buckets_per_lookup: f64,
     /// Distribution of TSC cycles spent on one non-empty rx burst (rx, switch, tx).
     pub cycles_per_burst: Quantiles,
+}
+
+/// `n / d`, 0 when `d` is 0.
+fn ratio(n: u64, d: u64) -> f64 {
+    if d > 0 {
+        n as f64 / d as f64
+    } else {
+        0.0
+    }
 }
 
 impl WorkerReport {
@@ -228,6 +247,16 @@ impl WorkerReport {
             flooded: c.get(WorkerCounter::Flooded),
             flood_copies: c.get(WorkerCounter::FloodCopies),
             flow_cache_hits: c.get(WorkerCounter::FlowCacheHits),
+            fdb_lookups: c.get(WorkerCounter::FdbLookups),
+            fdb_bucket_reads: c.get(WorkerCounter::FdbBucketReads),
+            fdb_lookups_per_packet: ratio(
+                c.get(WorkerCounter::FdbLookups),
+                c.get(WorkerCounter::Packets),
+            ),
+            fdb_buckets_per_lookup: ratio(
+                c.get(WorkerCounter::FdbBucketReads),
+                c.get(WorkerCounter::FdbLookups),
+            ),
             cycles_per_burst: Quantiles::of(cycles),
         }
     }

@@ -786,7 +786,17 @@ mod tests {
                         continue;
                     }
                     let p = prepare_in(tier, &f, &ctx, &view, &fdb);
-                    let v = decide_in(tier, &ctx, &p, len, &view, &fdb, &mut Unlimited, now);
+                    let v = decide_in(
+                        tier,
+                        &ctx,
+                        &p,
+                        len,
+                        &view,
+                        &fdb,
+                        &mut Unlimited,
+                        now,
+                        &mut crate::fdb::Probes::default(),
+                    );
                     if let (true, Some((k, slot)), Some(hit)) =
                         (caching, &key, entry_for(&v, &p, &view))
                     {

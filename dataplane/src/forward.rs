@@ -2,7 +2,7 @@
 //! view of its ports and the MAC table. No DPDK here, so it is unit-tested on plain bytes.
 #![forbid(unsafe_code)]
 
-use crate::fdb::{Fdb, FdbKey, Learn};
+use crate::fdb::{Fdb, FdbKey, Learn, Probes};
 #[cfg(test)]
 use crate::packet::L2Header;
 use crate::packet::{ethertype, MacAddr, ParseError, Tci};
@@ -902,7 +902,8 @@ pub fn decide(
 ) -> Verdict {
     let ctx = bridge.ingress_ctx(ingress);
     let p = prepare::<true>(frame, &ctx, bridge, fdb);
-    decide_prepared::<true, true>(&ctx, &p, pkt_len, bridge, fdb, limits, now)
+    let probes = &mut Probes::default();
+    decide_prepared::<true, true>(&ctx, &p, pkt_len, bridge, fdb, limits, now, probes)
 }
 
 /// [`decide`] for a frame [`prepare`]d earlier (with the same `EDGE`). `CHECKS = false` is for
@@ -918,6 +919,7 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     fdb: &Fdb,
     limits: &mut impl Limits,
     now: u32,
+    probes: &mut Probes,
 ) -> Verdict {
     let drop = |r| Verdict {
         action: Action::Drop(r),
@@ -972,13 +974,13 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
         None
     } else {
         if CHECKS {
-            let l = fdb.learn_key_limited(&p.src_key, ingress, now, ing.max_macs);
+            let l = fdb.learn_key_probed(&p.src_key, ingress, now, ing.max_macs, probes);
             if l == Learn::Limited {
                 return drop(DropReason::MacLimit);
             }
             Some(l)
         } else {
-            Some(fdb.learn_key(&p.src_key, ingress, now))
+            Some(fdb.learn_key_probed(&p.src_key, ingress, now, u32::MAX, probes))
         }
     };
     let vlan = p.vlan;
@@ -1008,7 +1010,7 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     } else {
         let vp = &bridge.vlans[usize::from(vlan & 0x0fff)];
         let mut as_is = false;
-        let action = match fdb.lookup_key(&p.dst_key) {
+        let action = match fdb.lookup_key_probed(&p.dst_key, probes) {
             Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),
             Some(q) if vp.live & bit(q) != 0 => {
                 as_is = p.form == u8::from(vp.untagged & bit(q) == 0);
@@ -1028,6 +1030,7 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
                     fdb,
                     learn,
                     vepa,
+                    probes,
                 )
             }
         };
@@ -1050,7 +1053,7 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
             as_is,
         };
     }
-    flood(ingress, p, allowed, bridge, fdb, learn, vepa)
+    flood(ingress, p, allowed, bridge, fdb, learn, vepa, probes)
 }
 
 /// [`prepare`] compiled for the view's tier.
@@ -1080,11 +1083,13 @@ pub fn decide_in(
     fdb: &Fdb,
     limits: &mut impl Limits,
     now: u32,
+    probes: &mut Probes,
 ) -> Verdict {
+    let (b, l) = (bridge, limits);
     match tier {
-        Tier::Plain => decide_prepared::<false, false>(ctx, p, pkt_len, bridge, fdb, limits, now),
-        Tier::Lean => decide_prepared::<true, false>(ctx, p, pkt_len, bridge, fdb, limits, now),
-        Tier::Full => decide_prepared::<true, true>(ctx, p, pkt_len, bridge, fdb, limits, now),
+        Tier::Plain => decide_prepared::<false, false>(ctx, p, pkt_len, b, fdb, l, now, probes),
+        Tier::Lean => decide_prepared::<true, false>(ctx, p, pkt_len, b, fdb, l, now, probes),
+        Tier::Full => decide_prepared::<true, true>(ctx, p, pkt_len, b, fdb, l, now, probes),
     }
 }
 
@@ -1113,6 +1118,7 @@ fn to_uplink(bridge: &BridgeView, p: &Prepared) -> (Action, bool) {
 /// Floods within the frame's VLAN, never back out of the ingress port; from a VEPA's uplink,
 /// never back to the port its source lives on (a reflected frame must not return to its sender).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn flood(
     ingress: u16,
     p: &Prepared,
@@ -1121,6 +1127,7 @@ fn flood(
     fdb: &Fdb,
     learn: Option<Learn>,
     vepa: bool,
+    probes: &mut Probes,
 ) -> Verdict {
     if !allowed {
         return Verdict {
@@ -1131,7 +1138,7 @@ fn flood(
     }
     let mut mask = bridge.vlans[usize::from(p.vlan & 0x0fff)].live & !bit(ingress);
     if vepa {
-        if let Some(src_port) = fdb.lookup_key(&p.src_key) {
+        if let Some(src_port) = fdb.lookup_key_probed(&p.src_key, probes) {
             mask &= !bit(src_port);
         }
     }
@@ -1327,7 +1334,17 @@ mod tests {
                     let ctx = view.ingress_ctx(0);
                     let f = frame(dst, src);
                     let p = prepare_in(view.tier(), &f, &ctx, view, &fdb);
-                    let v = decide_in(view.tier(), &ctx, &p, 60, view, &fdb, &mut Unlimited, 0);
+                    let v = decide_in(
+                        view.tier(),
+                        &ctx,
+                        &p,
+                        60,
+                        view,
+                        &fdb,
+                        &mut Unlimited,
+                        0,
+                        &mut Probes::default(),
+                    );
                     assert_eq!(
                         (v.action, v.learn),
                         (Action::Drop(DropReason::SrcMacInvalid), None),
@@ -1731,6 +1748,7 @@ mod tests {
         );
         let (f1, f2) = (Fdb::new(256), Fdb::new(256));
         let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
+        let (pr1, pr2) = (&mut Probes::default(), &mut Probes::default());
         for _ in 0..50_000 {
             let pick = |r: u64| -> [u8; 6] {
                 match r % 7 {
@@ -1758,10 +1776,13 @@ mod tests {
             );
             assert_eq!(p1, p2, "{f:02x?}");
             let len = f.len() as u32;
-            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, &b, &f1, &mut Unlimited, 0);
-            let v2 = decide_prepared::<false, false>(&ctx, &p2, len, &b, &f2, &mut Unlimited, 0);
+            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, &b, &f1, &mut Unlimited, 0, pr1);
+            let v2 =
+                decide_prepared::<false, false>(&ctx, &p2, len, &b, &f2, &mut Unlimited, 0, pr2);
             assert_eq!(v1, v2, "{f:02x?} from {ingress}");
         }
+        assert_eq!(pr1, pr2, "both tiers read the table alike");
+        assert!(pr1.lookups > 0 && pr1.buckets >= pr1.lookups);
     }
 
     #[test]
@@ -1833,6 +1854,7 @@ mod tests {
         let (f1, f2) = (Fdb::new(256), Fdb::new(256));
         let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let vids = [0u16, 10, 20, 30, 99, 0xfff];
+        let (pr1, pr2) = (&mut Probes::default(), &mut Probes::default());
         for _ in 0..50_000 {
             let pick = |r: u64| -> [u8; 6] {
                 match r % 6 {
@@ -1857,9 +1879,12 @@ mod tests {
             let p1 = prepare::<true>(&f, &ctx, &b, &f1);
             let p2 = prepare::<true>(&f, &ctx, &b, &f2);
             let len = f.len() as u32;
-            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, &b, &f1, &mut Unlimited, 0);
-            let v2 = decide_prepared::<true, false>(&ctx, &p2, len, &b, &f2, &mut Unlimited, 0);
+            let v1 = decide_prepared::<true, true>(&ctx, &p1, len, &b, &f1, &mut Unlimited, 0, pr1);
+            let v2 =
+                decide_prepared::<true, false>(&ctx, &p2, len, &b, &f2, &mut Unlimited, 0, pr2);
             assert_eq!(v1, v2, "{f:02x?} from {ingress}");
         }
+        assert_eq!(pr1, pr2, "both tiers read the table alike");
+        assert!(pr1.lookups > 0 && pr1.buckets >= pr1.lookups);
     }
 }

@@ -43,15 +43,21 @@ pub enum WorkerCounter {
     MoveEventsLost,
     /// Frames sent by a decision the worker's flow cache held (no MAC-table lookup).
     FlowCacheHits,
+    /// MAC-table lookups made by the full path (a source learned or refreshed, a destination
+    /// looked up): about two a frame it decides, none for a flow-cache hit.
+    FdbLookups,
+    /// MAC-table buckets those lookups read: one a lookup, two for a key missing or not in its
+    /// first bucket (whose line was not prefetched). Per lookup, how crowded the table is.
+    FdbBucketReads,
 }
 
 impl WorkerCounter {
     /// Number of worker-wide counters.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
 }
 
 // The counts are kept by hand: a variant added without them fails to compile here.
-const _: () = assert!(WorkerCounter::FlowCacheHits as usize + 1 == WorkerCounter::COUNT);
+const _: () = assert!(WorkerCounter::FdbBucketReads as usize + 1 == WorkerCounter::COUNT);
 const _: () = assert!(PortCounter::OutBroadcast as usize + 1 == PortCounter::COUNT);
 const _: () = assert!(DropReason::LinkDown as usize + 1 == DropReason::COUNT);
 

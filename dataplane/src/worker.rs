@@ -15,7 +15,7 @@ use crate::dpdk::{
     tsc, tsc_hz, Burst, BurstDrain, LcoreId, Mbuf, Mempool, RateMeter, RingProducer, RxQueue,
     TxBatch, TxDrop, TxQueue, BURST_SIZE, MAX_PORTS,
 };
-use crate::fdb::{Fdb, Learn};
+use crate::fdb::{Fdb, Learn, Probes};
 use crate::flowcache::{entry_for, stamp, CacheGate, FlowCache, FlowKey, Hit, Slot, DEFAULT_SETS};
 use crate::forward::{
     decide_in, mask_ports, prepare_in, Action, BridgeView, Cast, DropReason, FloodKind, Limits,
@@ -704,6 +704,8 @@ impl Worker {
         let mut hit_of = [Hit::default(); BURST_SIZE];
         let mut probes: [Option<(FlowKey, Slot)>; BURST_SIZE] = [None; BURST_SIZE];
         let mut misses = [0u8; BURST_SIZE];
+        // What the full path's lookups read of the MAC table, published once per burst.
+        let mut table = Probes::default();
         // Snapshots taken up since the start: with the table's epoch, the flow cache's stamp.
         let mut view_changes: u64 = 0;
         let mut iterations: u64 = 0;
@@ -843,7 +845,17 @@ impl Worker {
                     bytes += u64::from(m.pkt_len());
                     let p = &prepared[i - 1];
                     let mut moved_here = false;
-                    let v = decide_in(tier, &ctx, p, m.pkt_len(), &view, &fdb, &mut limits, now);
+                    let v = decide_in(
+                        tier,
+                        &ctx,
+                        p,
+                        m.pkt_len(),
+                        &view,
+                        &fdb,
+                        &mut limits,
+                        now,
+                        &mut table,
+                    );
                     if let Some(vlan) = p.vlan() {
                         match v.action {
                             Action::Drop(_) => vlans.discarded(vlan),
@@ -953,6 +965,9 @@ impl Worker {
                 let cached = u64::from(hits.count_ones());
                 c.add(WorkerCounter::Unicast, cached);
                 c.add(WorkerCounter::FlowCacheHits, cached);
+                c.add(WorkerCounter::FdbLookups, table.lookups);
+                c.add(WorkerCounter::FdbBucketReads, table.buckets);
+                table = Probes::default();
                 c.add(WorkerCounter::Packets, n as u64);
                 c.add(WorkerCounter::Bursts, 1);
                 c.port_add(inp, PortCounter::RxPackets, n as u64);
