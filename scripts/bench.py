@@ -161,7 +161,7 @@ def pmdswitch_rate(pcaps, secs, capacity, warm=None, sflow_rate=0, vlans=False, 
         "burst_p99_cycles": w["cycles_per_burst"]["p99"],
         # What a frame cost the MAC table over the whole run (warm-up included).
         "fdb_lookups_per_packet": w.get("fdb_lookups_per_packet"),
-        "fdb_buckets_per_lookup": w.get("fdb_buckets_per_lookup"),
+        "fdb_lines_per_lookup": w.get("fdb_lines_per_lookup"),
         "fdb_entries": stats["fdb"]["entries"],
         "fdb_memory_bytes": stats["fdb"]["memory_bytes"],
         "rss_bytes": mem.get("VmRSS", 0),
@@ -698,7 +698,7 @@ def main():
                         print(f"  {label} run {r + 1}: pmdswitch {sw[-1]['mpps']:.2f} Mpps"
                               f" ({sw[-1]['cycles_per_packet']:.0f} cycles/pkt, fdb {sw[-1]['fdb_entries']},"
                               f" {fmt_opt(sw[-1]['fdb_lookups_per_packet'], '.2f')} table lookups/pkt,"
-                              f" {fmt_opt(sw[-1]['fdb_buckets_per_lookup'], '.2f')} buckets/lookup)"
+                              f" {fmt_opt(sw[-1]['fdb_lines_per_lookup'], '.2f')} lines/lookup)"
                               + (f", testpmd io {tp[-1]['mpps']:.2f}" if tp else "")
                               + (f", OVS-DPDK {ov[-1]['mpps']:.2f}" if ov else ""), file=sys.stderr)
                     row = {
@@ -707,7 +707,7 @@ def main():
                         "pmdswitch_cycles_per_packet": med(sw, "cycles_per_packet"),
                         "pmdswitch_burst_p99_cycles": med(sw, "burst_p99_cycles"),
                         "fdb_lookups_per_packet": med(sw, "fdb_lookups_per_packet"),
-                        "fdb_buckets_per_lookup": med(sw, "fdb_buckets_per_lookup"),
+                        "fdb_lines_per_lookup": med(sw, "fdb_lines_per_lookup"),
                         "fdb_entries": med(sw, "fdb_entries"),
                         "fdb_memory_bytes": med(sw, "fdb_memory_bytes"),
                         "rss_bytes": med(sw, "rss_bytes"),

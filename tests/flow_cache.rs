@@ -111,8 +111,8 @@ fn cached_conversations_leave_exactly_as_the_full_path_sends_them() {
     // destination, each found in its first bucket of a nearly empty table.
     let lookups = w0["fdb_lookups"].as_u64().expect("fdb_lookups");
     assert_eq!(lookups, 2 * (frames - hits), "{w0}");
-    assert_eq!(w0["fdb_bucket_reads"].as_u64(), Some(lookups), "{w0}");
-    assert_eq!(w0["fdb_buckets_per_lookup"].as_f64(), Some(1.0), "{w0}");
+    assert_eq!(w0["fdb_line_reads"].as_u64(), Some(lookups), "{w0}");
+    assert_eq!(w0["fdb_lines_per_lookup"].as_f64(), Some(1.0), "{w0}");
 }
 
 #[test]

@@ -71,7 +71,7 @@ fn promtool_accepts_metrics() {
         "pmdswitch_worker_cycles_per_packet{lcore=\"1\"}",
         "pmdswitch_worker_busy_ratio{lcore=\"1\"}",
         "pmdswitch_worker_fdb_lookups_total{lcore=\"1\"}",
-        "pmdswitch_worker_fdb_bucket_reads_total{lcore=\"1\"}",
+        "pmdswitch_worker_fdb_line_reads_total{lcore=\"1\"}",
         "pmdswitch_fdb_entries",
         "pmdswitch_fdb_learned_total",
         "pmdswitch_fdb_moved_total",

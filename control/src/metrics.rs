@@ -359,10 +359,10 @@ pub fn render(ctx: &Context<'_>) -> String {
             |w| w.fdb_lookups as f64,
         ),
         (
-            "fdb_bucket_reads_total",
+            "fdb_line_reads_total",
             "counter",
-            "MAC-table buckets read by those lookups: two for a key not in its first bucket.",
-            |w| w.fdb_bucket_reads as f64,
+            "MAC-table cache lines read by those lookups: one each for keys in their first line.",
+            |w| w.fdb_line_reads as f64,
         ),
         (
             "bursts_total",

@@ -211,13 +211,13 @@ pub struct WorkerReport {
     /// MAC-table lookups made by the worker's full path (source learning, destination lookup):
     /// about two for each frame not sent by the flow cache.
     pub fdb_lookups: u64,
-    /// MAC-table buckets those lookups read: one a lookup, two for a key missing or not in its
-    /// first bucket (a cache line not prefetched). Per lookup, how crowded the table is.
-    pub fdb_bucket_reads: u64,
+    /// MAC-table cache lines those lookups read: one for a key in the first line of its first
+    /// bucket (the line prefetched), up to four for one elsewhere or missing.
+    pub fdb_line_reads: u64,
     /// fdb_lookups / packets: MAC-table lookups a received frame cost, 0 with no frames.
     pub fdb_lookups_per_packet: f64,
-    /// fdb_bucket_reads / fdb_lookups: 1 when every key sat in its first bucket, 0 with no lookup.
-    pub fdb_buckets_per_lookup: f64,
+    /// fdb_line_reads / fdb_lookups: 1 when every key sat in its first line, 0 with no lookup.
+    pub fdb_lines_per_lookup: f64,
     /// Distribution of TSC cycles spent on one non-empty rx burst (rx, switch, tx).
     pub cycles_per_burst: Quantiles,
 }
@@ -248,13 +248,13 @@ impl WorkerReport {
             flood_copies: c.get(WorkerCounter::FloodCopies),
             flow_cache_hits: c.get(WorkerCounter::FlowCacheHits),
             fdb_lookups: c.get(WorkerCounter::FdbLookups),
-            fdb_bucket_reads: c.get(WorkerCounter::FdbBucketReads),
+            fdb_line_reads: c.get(WorkerCounter::FdbLineReads),
             fdb_lookups_per_packet: ratio(
                 c.get(WorkerCounter::FdbLookups),
                 c.get(WorkerCounter::Packets),
             ),
-            fdb_buckets_per_lookup: ratio(
-                c.get(WorkerCounter::FdbBucketReads),
+            fdb_lines_per_lookup: ratio(
+                c.get(WorkerCounter::FdbLineReads),
                 c.get(WorkerCounter::FdbLookups),
             ),
             cycles_per_burst: Quantiles::of(cycles),

@@ -4,10 +4,12 @@
 //! no allocation. Learning claims a slot with a compare-and-swap from any worker; aging and
 //! flushes run on the control thread with the same claim protocol.
 //!
-//! Layout: buckets of 8 slots, 128 bytes (the 8 keys in one cache line, the 8 values in the
-//! next). A key lives in one of two buckets chosen by its hash (two-choice hashing keeps
-//! buckets from overflowing long before the table is full). A slot is a key word and a value
-//! word:
+//! Layout: buckets of 8 slots, 128 bytes, each cache line four slots of a key word beside its
+//! value word. A key lives in one of two buckets chosen by its (seeded) hash; inserts fill the
+//! first line of its first bucket, then the other bucket's first line, then the emptier second
+//! line (two-choice hashing keeps buckets from overflowing long before the table is full). So a
+//! lookup of a known key reads one line, the one the worker prefetched, in all but a table
+//! near capacity. A slot is a key word and a value word:
 //!
 //! * key: `LIVE | BUSY | STATIC | vlan (12 bits) | mac (48 bits)`, 0 when empty. A slot is
 //!   claimed by CAS 0 -> BUSY, written, then published LIVE; deletion is the reverse
@@ -20,6 +22,7 @@
 //! belong to another tenant and the read counts as a miss. Readers never see a torn entry.
 #![forbid(unsafe_code)]
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::packet::MacAddr;
@@ -81,7 +84,7 @@ pub struct Probes {
     pub lookups: u64,
     /// Buckets those lookups read: one each, two for a key not in its first bucket (the second
     /// is a cache line that was not prefetched). Above `lookups` as the table fills.
-    pub buckets: u64,
+    pub lines: u64,
 }
 
 /// One entry, as the control thread reads it.
@@ -99,12 +102,24 @@ pub struct Entry {
     pub is_static: bool,
 }
 
+/// Slots in one cache line: a bucket is two lines.
+const LINE_SLOTS: usize = 4;
+
+/// A key word and its value word, side by side so that one cache line holds both.
+#[repr(C)]
+#[derive(Default)]
+struct Slot {
+    key: AtomicU64,
+    val: AtomicU64,
+}
+
 #[repr(C, align(64))]
 #[derive(Default)]
 struct Bucket {
-    keys: [AtomicU64; SLOTS],
-    vals: [AtomicU64; SLOTS],
+    slots: [Slot; SLOTS],
 }
+
+const _: () = assert!(std::mem::size_of::<Slot>() * LINE_SLOTS == 64);
 
 #[inline(always)]
 fn make_val(port: u16, gen: u16, ts: u32) -> u64 {
@@ -126,14 +141,16 @@ fn val_ts(v: u64) -> u32 {
     (v >> 32) as u32
 }
 
-/// splitmix64's finaliser: every key bit reaches every hash bit.
+/// The key folded through one 64 x 64 -> 128-bit multiply with the table's seed: the low and
+/// high halves of the product XORed, so every key bit reaches the low bits the buckets come
+/// from. One multiply (splitmix64's finaliser took two and three shift-XORs) on the path of
+/// every lookup; the random seed means no one can pick addresses that crowd the same bucket
+/// on every switch (a MAC flood aimed at one bucket fills it, not the table).
 #[inline(always)]
-fn hash(key: u64) -> u64 {
-    let mut h = key ^ (key >> 30);
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+fn hash(key: u64, seed: u64) -> u64 {
+    const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+    let p = u128::from(key ^ seed) * u128::from(MUL);
+    (p as u64) ^ ((p >> 64) as u64)
 }
 
 /// A counter on a cache line of its own: read by every worker once per burst, written rarely.
@@ -146,6 +163,8 @@ pub struct Fdb {
     buckets: Box<[Bucket]>,
     mask: usize,
     capacity: usize,
+    /// Random per table: keys land in different buckets on every switch and every start.
+    seed: u64,
     entries: AtomicUsize,
     now: AtomicU32,
     /// Entries per port: written only when an entry is added, moved or removed.
@@ -158,6 +177,13 @@ impl Fdb {
     /// A table that holds up to `capacity` entries. Twice as many slots are allocated, so that
     /// buckets do not overflow before the table is full.
     pub fn new(capacity: usize) -> Fdb {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(capacity);
+        Fdb::with_seed(capacity, seed)
+    }
+
+    /// [`Fdb::new`] with the hash seed given: two tables with the same seed put every key in
+    /// the same buckets (tests compare them).
+    pub(crate) fn with_seed(capacity: usize, seed: u64) -> Fdb {
         let capacity = capacity.max(1);
         let nbuckets = (capacity * 2).div_ceil(SLOTS).next_power_of_two().max(2);
         let mut buckets: Vec<Bucket> = Vec::with_capacity(nbuckets);
@@ -169,6 +195,7 @@ impl Fdb {
             buckets,
             mask: nbuckets - 1,
             capacity,
+            seed,
             entries: AtomicUsize::new(0),
             now: AtomicU32::new(0),
             per_port: (0..COUNTED_PORTS).map(|_| AtomicU32::new(0)).collect(),
@@ -251,7 +278,7 @@ impl Fdb {
     #[inline(always)]
     pub fn key_raw(&self, vlan: u16, mac: u64) -> FdbKey {
         let key = (u64::from(vlan & VLAN_MASK) << 48) | (mac & 0xffff_ffff_ffff);
-        let h = hash(key);
+        let h = hash(key, self.seed);
         let b1 = (h as usize) & self.mask;
         let mut b2 = ((h >> 32) as usize) & self.mask;
         if b2 == b1 {
@@ -264,13 +291,11 @@ impl Fdb {
         }
     }
 
-    /// Hints the CPU to load the key's first bucket (where it almost always lives): both of its
-    /// cache lines, the keys and the values.
+    /// Hints the CPU to load the key's first line (the first four slots of its first bucket,
+    /// where inserts put it while there is room): one cache line, keys and values.
     #[inline(always)]
     pub fn prefetch(&self, k: &FdbKey) {
-        let bucket = &self.buckets[k.buckets[0] as usize];
-        crate::dpdk::prefetch(&bucket.keys);
-        crate::dpdk::prefetch(&bucket.vals);
+        crate::dpdk::prefetch(&self.buckets[k.buckets[0] as usize].slots[0]);
     }
 
     #[inline(always)]
@@ -284,26 +309,26 @@ impl Fdb {
         self.find_probed(k, &mut Probes::default())
     }
 
-    /// [`Fdb::find`], counting the lookup and the buckets it reads into `probes`.
+    /// [`Fdb::find`], counting the lookup and the cache lines it reads into `probes`.
     #[inline(always)]
     fn find_probed(&self, k: &FdbKey, probes: &mut Probes) -> Option<(usize, usize, u64, u64)> {
-        // An early exit: in a table sized at twice its capacity most keys sit in the first
-        // slots of their first bucket, so the loop exit is well predicted (a branch-free
-        // compare of all eight slots measured a quarter slower).
+        // Lines in the order inserts fill them, so a key is almost always in the first (the
+        // one prefetched); the early exit is then well predicted (a branch-free compare of
+        // all eight slots of a bucket measured a quarter slower).
         let want = LIVE | k.key;
         probes.lookups += 1;
-        for b in Self::bucket_pair(k) {
-            probes.buckets += 1;
-            let bucket = &self.buckets[b];
-            for i in 0..SLOTS {
-                let kw = bucket.keys[i].load(Ordering::Acquire);
+        for (b, first) in Self::lines(k) {
+            probes.lines += 1;
+            let slots = &self.buckets[b].slots;
+            for (i, slot) in slots.iter().enumerate().skip(first).take(LINE_SLOTS) {
+                let kw = slot.key.load(Ordering::Acquire);
                 if kw & (LIVE | BUSY | KEY_MASK) == want {
-                    let v = bucket.vals[i].load(Ordering::Acquire);
+                    let v = slot.val.load(Ordering::Acquire);
                     // The key unchanged and the value unchanged after it: the pair belongs
                     // together. (The key alone could have been removed and re-learned in
                     // between; the value's generation moves at every remove and insert.)
-                    if bucket.keys[i].load(Ordering::Acquire) == kw
-                        && bucket.vals[i].load(Ordering::Acquire) == v
+                    if slot.key.load(Ordering::Acquire) == kw
+                        && slot.val.load(Ordering::Acquire) == v
                     {
                         return Some((b, i, kw, v));
                     }
@@ -312,6 +337,14 @@ impl Fdb {
             }
         }
         None
+    }
+
+    /// A key's four lines, (bucket, first slot), in the order inserts fill them: the first
+    /// line of each bucket, then the second lines.
+    #[inline(always)]
+    fn lines(k: &FdbKey) -> [(usize, usize); 4] {
+        let [b1, b2] = Self::bucket_pair(k);
+        [(b1, 0), (b2, 0), (b1, LINE_SLOTS), (b2, LINE_SLOTS)]
     }
 
     /// The port `(vlan, mac)` lives on, if known.
@@ -379,7 +412,7 @@ impl Fdb {
                 return Learn::Limited;
             }
             let new = make_val(port, val_gen(v), now);
-            return match self.buckets[b].vals[i].compare_exchange(
+            return match self.buckets[b].slots[i].val.compare_exchange(
                 v,
                 new,
                 Ordering::AcqRel,
@@ -412,29 +445,30 @@ impl Fdb {
             return Learn::Full;
         }
         let pair = Self::bucket_pair(fk);
-        // The first bucket while half of it is free, so that lookups (which prefetch only the
-        // first bucket) usually hit there; then the emptier of the two, which keeps buckets from
-        // overflowing until the table is full (two-choice hashing; 2 free measured too greedy).
-        let empty = |b: usize| {
-            self.buckets[b]
-                .keys
+        // The first line of the first bucket, which lookups prefetch, while it has room; then
+        // the other bucket's first line; then the emptier of the second lines, which keeps
+        // buckets from overflowing until the table is full (two-choice hashing).
+        let free_second = |b: usize| {
+            self.buckets[b].slots[LINE_SLOTS..]
                 .iter()
-                .filter(|k| k.load(Ordering::Relaxed) == 0)
+                .filter(|s| s.key.load(Ordering::Relaxed) == 0)
                 .count()
         };
-        let (e0, e1) = (empty(pair[0]), empty(pair[1]));
-        let order = if e0 >= 4 || e0 >= e1 {
-            pair
+        let [b1, b2] = pair;
+        let seconds = if free_second(b1) >= free_second(b2) {
+            [(b1, LINE_SLOTS), (b2, LINE_SLOTS)]
         } else {
-            [pair[1], pair[0]]
+            [(b2, LINE_SLOTS), (b1, LINE_SLOTS)]
         };
-        for b in order {
+        for (b, first) in [(b1, 0), (b2, 0), seconds[0], seconds[1]] {
             let bucket = &self.buckets[b];
-            for i in 0..SLOTS {
-                if bucket.keys[i].load(Ordering::Relaxed) != 0 {
+            for i in first..first + LINE_SLOTS {
+                let slot = &bucket.slots[i];
+                if slot.key.load(Ordering::Relaxed) != 0 {
                     continue;
                 }
-                if bucket.keys[i]
+                if slot
+                    .key
                     .compare_exchange(0, BUSY | flags | key, Ordering::SeqCst, Ordering::Relaxed)
                     .is_err()
                 {
@@ -445,13 +479,13 @@ impl Fdb {
                 // claims at least the later one sees the earlier, so no key is ever held twice.
                 if self.other_holder(pair, key, (b, i)) {
                     // The value was never written: giving the key back empties the slot.
-                    bucket.keys[i].store(0, Ordering::Release);
+                    slot.key.store(0, Ordering::Release);
                     self.entries.fetch_sub(1, Ordering::AcqRel);
                     return Learn::Contended;
                 }
-                let gen = val_gen(bucket.vals[i].load(Ordering::Relaxed)).wrapping_add(1);
-                bucket.vals[i].store(make_val(port, gen, now), Ordering::Release);
-                bucket.keys[i].store(LIVE | flags | key, Ordering::Release);
+                let gen = val_gen(slot.val.load(Ordering::Relaxed)).wrapping_add(1);
+                slot.val.store(make_val(port, gen, now), Ordering::Release);
+                slot.key.store(LIVE | flags | key, Ordering::Release);
                 self.count(port, true);
                 return Learn::Learned;
             }
@@ -463,7 +497,7 @@ impl Fdb {
     fn other_holder(&self, pair: [usize; 2], key: u64, mine: (usize, usize)) -> bool {
         pair.iter().any(|&b| {
             (0..SLOTS).any(|i| {
-                let k = self.buckets[b].keys[i].load(Ordering::SeqCst);
+                let k = self.buckets[b].slots[i].key.load(Ordering::SeqCst);
                 (b, i) != mine && k & (LIVE | BUSY) != 0 && k & KEY_MASK == key
             })
         })
@@ -473,7 +507,8 @@ impl Fdb {
     /// Returns true when it was removed.
     fn remove_slot(&self, b: usize, i: usize, k: u64, still: impl Fn(u64) -> bool) -> bool {
         let bucket = &self.buckets[b];
-        if bucket.keys[i]
+        if bucket.slots[i]
+            .key
             .compare_exchange(k, (k & !LIVE) | BUSY, Ordering::SeqCst, Ordering::Relaxed)
             .is_err()
         {
@@ -482,17 +517,18 @@ impl Fdb {
         // A worker may have refreshed or moved the entry before our claim, or may do so until
         // the value changes below: check, then clear the value only if it is still the one
         // checked (with a new generation, so no stale CAS of a worker lands on the next tenant).
-        let v = bucket.vals[i].load(Ordering::Acquire);
+        let v = bucket.slots[i].val.load(Ordering::Acquire);
         let dead = make_val(0, val_gen(v).wrapping_add(1), 0);
         if !still(v)
-            || bucket.vals[i]
+            || bucket.slots[i]
+                .val
                 .compare_exchange(v, dead, Ordering::AcqRel, Ordering::Relaxed)
                 .is_err()
         {
-            bucket.keys[i].store(k, Ordering::Release);
+            bucket.slots[i].key.store(k, Ordering::Release);
             return false;
         }
-        bucket.keys[i].store(0, Ordering::Release);
+        bucket.slots[i].key.store(0, Ordering::Release);
         self.changed();
         self.entries.fetch_sub(1, Ordering::AcqRel);
         self.count(val_port(v), false);
@@ -520,11 +556,11 @@ impl Fdb {
             .map(|(i, bk)| (start + i, bk))
         {
             for i in 0..SLOTS {
-                let k = bucket.keys[i].load(Ordering::Acquire);
+                let k = bucket.slots[i].key.load(Ordering::Acquire);
                 if k & LIVE == 0 || (k & STATIC != 0 && !also_static) {
                     continue;
                 }
-                let v = bucket.vals[i].load(Ordering::Acquire);
+                let v = bucket.slots[i].val.load(Ordering::Acquire);
                 if pred(&entry_of(k, v)) && self.remove_slot(b, i, k, |v| pred(&entry_of(k, v))) {
                     n += 1;
                 }
@@ -573,18 +609,20 @@ impl Fdb {
                 // The flag first: a worker that reads the key from now on never writes the
                 // value; one that read it before fails its value CAS against ours below.
                 if k & STATIC == 0
-                    && bucket.keys[i]
+                    && bucket.slots[i]
+                        .key
                         .compare_exchange(k, k | STATIC, Ordering::SeqCst, Ordering::Relaxed)
                         .is_err()
                 {
                     continue;
                 }
-                let v = bucket.vals[i].load(Ordering::Acquire);
+                let v = bucket.slots[i].val.load(Ordering::Acquire);
                 let old = val_port(v);
                 // A new generation: the value always changes, so a worker's CAS against the value
                 // it read before the flag fails even when port and time are the same.
                 let new = make_val(port, val_gen(v).wrapping_add(1), self.now());
-                if bucket.vals[i]
+                if bucket.slots[i]
+                    .val
                     .compare_exchange(v, new, Ordering::AcqRel, Ordering::Relaxed)
                     .is_err()
                 {
@@ -640,12 +678,12 @@ impl Fdb {
     pub fn for_each(&self, mut f: impl FnMut(Entry)) {
         for bucket in self.buckets.iter() {
             for i in 0..SLOTS {
-                let k = bucket.keys[i].load(Ordering::Acquire);
+                let k = bucket.slots[i].key.load(Ordering::Acquire);
                 if k & LIVE == 0 {
                     continue;
                 }
-                let v = bucket.vals[i].load(Ordering::Acquire);
-                if bucket.keys[i].load(Ordering::Acquire) == k {
+                let v = bucket.slots[i].val.load(Ordering::Acquire);
+                if bucket.slots[i].key.load(Ordering::Acquire) == k {
                     f(entry_of(k, v));
                 }
             }
@@ -689,33 +727,31 @@ mod tests {
     }
 
     #[test]
-    fn probes_count_lookups_and_the_buckets_they_read() {
-        // Two buckets of eight: past the first bucket's half, keys go to the emptier one, so
-        // some of these sixteen live in their second bucket.
+    fn probes_count_lookups_and_the_lines_they_read() {
+        // Two buckets, so every key's two are the same two: a key goes to its first bucket's
+        // first line while it has room, then to the other bucket's first line.
         let fdb = Fdb::new(8);
         for n in 0..8 {
             assert_eq!(fdb.learn(0, mac(n), 1, 0), Learn::Learned);
         }
-        let (mut first, mut second) = (0, 0);
+        let mut lines = [0; 5];
         for n in 0..8 {
             let mut p = Probes::default();
             assert_eq!(fdb.lookup_key_probed(&fdb.key(0, mac(n)), &mut p), Some(1));
             assert_eq!(p.lookups, 1);
-            match p.buckets {
-                1 => first += 1,
-                2 => second += 1,
-                b => panic!("{b} buckets for one lookup"),
-            }
+            lines[p.lines as usize] += 1;
         }
-        assert!(first >= 4 && first + second == 8, "{first} + {second}");
-        // A miss reads both buckets; learning counts its lookup like a lookup.
+        // The two first lines hold all eight, at least four in their key's first bucket.
+        assert!(lines[1] >= 4, "{lines:?}");
+        assert_eq!(lines[1] + lines[2], 8, "{lines:?}");
+        // A miss reads all four lines; learning counts its lookup like a lookup.
         let mut p = Probes::default();
         assert_eq!(fdb.lookup_key_probed(&fdb.key(0, mac(99)), &mut p), None);
         assert_eq!(
             p,
             Probes {
                 lookups: 1,
-                buckets: 2
+                lines: 4
             }
         );
         let l = fdb.learn_key_probed(&fdb.key(0, mac(0)), 1, 0, u32::MAX, &mut p);

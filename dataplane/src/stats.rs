@@ -46,9 +46,10 @@ pub enum WorkerCounter {
     /// MAC-table lookups made by the full path (a source learned or refreshed, a destination
     /// looked up): about two a frame it decides, none for a flow-cache hit.
     FdbLookups,
-    /// MAC-table buckets those lookups read: one a lookup, two for a key missing or not in its
-    /// first bucket (whose line was not prefetched). Per lookup, how crowded the table is.
-    FdbBucketReads,
+    /// MAC-table cache lines those lookups read: one for a key in the first line of its first
+    /// bucket (the line the worker prefetched), up to four for one elsewhere or missing. Per
+    /// lookup, how crowded the table is.
+    FdbLineReads,
 }
 
 impl WorkerCounter {
@@ -57,7 +58,7 @@ impl WorkerCounter {
 }
 
 // The counts are kept by hand: a variant added without them fails to compile here.
-const _: () = assert!(WorkerCounter::FdbBucketReads as usize + 1 == WorkerCounter::COUNT);
+const _: () = assert!(WorkerCounter::FdbLineReads as usize + 1 == WorkerCounter::COUNT);
 const _: () = assert!(PortCounter::OutBroadcast as usize + 1 == PortCounter::COUNT);
 const _: () = assert!(DropReason::LinkDown as usize + 1 == DropReason::COUNT);
 

@@ -966,7 +966,7 @@ impl Worker {
                 c.add(WorkerCounter::Unicast, cached);
                 c.add(WorkerCounter::FlowCacheHits, cached);
                 c.add(WorkerCounter::FdbLookups, table.lookups);
-                c.add(WorkerCounter::FdbBucketReads, table.buckets);
+                c.add(WorkerCounter::FdbLineReads, table.lines);
                 table = Probes::default();
                 c.add(WorkerCounter::Packets, n as u64);
                 c.add(WorkerCounter::Bursts, 1);

@@ -572,9 +572,9 @@ fn pmd_stats_show(c: &mut Call<'_, '_>) -> Outcome {
         let q = &r.cycles_per_burst;
         let _ = write!(
             s,
-            "pmd thread lcore {}:\n  packets received: {}\n  bursts: {}\n  unicast: {} ({} by the flow cache)\n  flooded: {} ({} copies)\n  MAC-table lookups: {} ({:.2} per packet, {:.2} buckets each)\n  idle cycles: {} ({:.2}%)\n  processing cycles: {} ({:.2}%)\n  avg cycles per packet: {:.2} ({all}/{})\n  avg processing cycles per packet: {:.2} ({}/{})\n  cycles per burst: p50 {}, p99 {}, p99.9 {}, max {} ({} bursts)\n",
+            "pmd thread lcore {}:\n  packets received: {}\n  bursts: {}\n  unicast: {} ({} by the flow cache)\n  flooded: {} ({} copies)\n  MAC-table lookups: {} ({:.2} per packet, {:.2} cache lines each)\n  idle cycles: {} ({:.2}%)\n  processing cycles: {} ({:.2}%)\n  avg cycles per packet: {:.2} ({all}/{})\n  avg processing cycles per packet: {:.2} ({}/{})\n  cycles per burst: p50 {}, p99 {}, p99.9 {}, max {} ({} bursts)\n",
             r.lcore, r.packets, r.bursts, r.unicast, r.flow_cache_hits, r.flooded, r.flood_copies,
-            r.fdb_lookups, r.fdb_lookups_per_packet, r.fdb_buckets_per_lookup,
+            r.fdb_lookups, r.fdb_lookups_per_packet, r.fdb_lines_per_lookup,
             r.idle_cycles, if all > 0 { 100.0 - 100.0 * r.busy_ratio() } else { 0.0 },
             r.busy_cycles, 100.0 * r.busy_ratio(),
             per(all), r.packets, per(r.busy_cycles), r.busy_cycles, r.packets,
