@@ -108,7 +108,7 @@ fn cached_conversations_leave_exactly_as_the_full_path_sends_them() {
     assert_eq!(w0["unicast"].as_u64(), Some(frames));
     assert_eq!(r.stats["fdb"]["learned"].as_u64(), Some(0));
     // Only the frames the cache did not decide read the MAC table: their source and their
-    // destination, each found in its first bucket of a nearly empty table.
+    // destination, each found in the first line of its first bucket in a nearly empty table.
     let lookups = w0["fdb_lookups"].as_u64().expect("fdb_lookups");
     assert_eq!(lookups, 2 * (frames - hits), "{w0}");
     assert_eq!(w0["fdb_line_reads"].as_u64(), Some(lookups), "{w0}");

@@ -693,7 +693,7 @@ impl BridgeView {
 }
 
 /// A frame's header, parsed, classified into its VLAN and hashed ahead of its decision, so that
-/// the MAC table buckets of its addresses can be prefetched while the frames before it are
+/// the MAC-table lines of its addresses can be prefetched while the frames before it are
 /// decided. Addresses are kept as integers: two 8-byte loads read both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared {
