@@ -222,15 +222,6 @@ pub struct WorkerReport {
     pub cycles_per_burst: Quantiles,
 }
 
-/// `n / d`, 0 when `d` is 0.
-fn ratio(n: u64, d: u64) -> f64 {
-    if d > 0 {
-        n as f64 / d as f64
-    } else {
-        0.0
-    }
-}
-
 impl WorkerReport {
     /// The figures of one worker's counters and cycles histogram (a snapshot, or the
     /// difference from a baseline).
@@ -249,14 +240,8 @@ impl WorkerReport {
             flow_cache_hits: c.get(WorkerCounter::FlowCacheHits),
             fdb_lookups: c.get(WorkerCounter::FdbLookups),
             fdb_line_reads: c.get(WorkerCounter::FdbLineReads),
-            fdb_lookups_per_packet: ratio(
-                c.get(WorkerCounter::FdbLookups),
-                c.get(WorkerCounter::Packets),
-            ),
-            fdb_lines_per_lookup: ratio(
-                c.get(WorkerCounter::FdbLineReads),
-                c.get(WorkerCounter::FdbLookups),
-            ),
+            fdb_lookups_per_packet: c.per(WorkerCounter::FdbLookups, WorkerCounter::Packets),
+            fdb_lines_per_lookup: c.per(WorkerCounter::FdbLineReads, WorkerCounter::FdbLookups),
             cycles_per_burst: Quantiles::of(cycles),
         }
     }

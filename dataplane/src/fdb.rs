@@ -352,18 +352,12 @@ impl Fdb {
     /// The port `(vlan, mac)` lives on, if known.
     #[inline(always)]
     pub fn lookup(&self, vlan: u16, mac: MacAddr) -> Option<u16> {
-        self.lookup_key(&self.key(vlan, mac))
+        self.lookup_key(&self.key(vlan, mac), &mut Probes::default())
     }
 
-    /// [`Fdb::lookup`] with the key already hashed.
+    /// [`Fdb::lookup`] with the key already hashed, counting what it read into `probes`.
     #[inline(always)]
-    pub fn lookup_key(&self, k: &FdbKey) -> Option<u16> {
-        self.lookup_key_probed(k, &mut Probes::default())
-    }
-
-    /// [`Fdb::lookup_key`], counting what it read into `probes`.
-    #[inline(always)]
-    pub fn lookup_key_probed(&self, k: &FdbKey, probes: &mut Probes) -> Option<u16> {
+    pub fn lookup_key(&self, k: &FdbKey, probes: &mut Probes) -> Option<u16> {
         self.find_probed(k, probes).map(|(_, _, _, v)| val_port(v))
     }
 
@@ -371,26 +365,21 @@ impl Fdb {
     /// Writes only when something changed: a new address, a move, or a timestamp gone stale.
     #[inline]
     pub fn learn(&self, vlan: u16, mac: MacAddr, port: u16, now: u32) -> Learn {
-        self.learn_key(&self.key(vlan, mac), port, now)
+        self.learn_key(
+            &self.key(vlan, mac),
+            port,
+            now,
+            u32::MAX,
+            &mut Probes::default(),
+        )
     }
 
-    /// [`Fdb::learn`] with the key already hashed.
-    #[inline]
-    pub fn learn_key(&self, fk: &FdbKey, port: u16, now: u32) -> Learn {
-        self.learn_key_limited(fk, port, now, u32::MAX)
-    }
-
-    /// [`Fdb::learn_key`] for a port that may hold at most `limit` addresses: a new address, or
-    /// one moving in from another port, is not taken once the port holds that many.
+    /// [`Fdb::learn`] with the key already hashed, for a port that may hold at most `limit`
+    /// addresses (a new address, or one moving in from another port, is not taken once the
+    /// port holds that many), counting the lookup it makes into `probes` (an insert's search
+    /// for a free slot is not counted: it is rare, and not a lookup).
     #[inline(always)]
-    pub fn learn_key_limited(&self, fk: &FdbKey, port: u16, now: u32, limit: u32) -> Learn {
-        self.learn_key_probed(fk, port, now, limit, &mut Probes::default())
-    }
-
-    /// [`Fdb::learn_key_limited`], counting the lookup it makes into `probes` (an insert's
-    /// search for a free slot is not counted: it is rare, and not a lookup).
-    #[inline(always)]
-    pub fn learn_key_probed(
+    pub fn learn_key(
         &self,
         fk: &FdbKey,
         port: u16,
@@ -739,7 +728,7 @@ mod tests {
         let mut lines = [0; 5];
         for n in 0..8 {
             let mut p = Probes::default();
-            assert_eq!(fdb.lookup_key_probed(&fdb.key(0, mac(n)), &mut p), Some(1));
+            assert_eq!(fdb.lookup_key(&fdb.key(0, mac(n)), &mut p), Some(1));
             assert_eq!(p.lookups, 1);
             lines[p.lines as usize] += 1;
         }
@@ -748,7 +737,7 @@ mod tests {
         assert_eq!(lines[1] + lines[2], 8, "{lines:?}");
         // A miss reads all four lines; learning counts its lookup like a lookup.
         let mut p = Probes::default();
-        assert_eq!(fdb.lookup_key_probed(&fdb.key(0, mac(99)), &mut p), None);
+        assert_eq!(fdb.lookup_key(&fdb.key(0, mac(99)), &mut p), None);
         assert_eq!(
             p,
             Probes {
@@ -756,7 +745,7 @@ mod tests {
                 lines: 4
             }
         );
-        let l = fdb.learn_key_probed(&fdb.key(0, mac(0)), 1, 0, u32::MAX, &mut p);
+        let l = fdb.learn_key(&fdb.key(0, mac(0)), 1, 0, u32::MAX, &mut p);
         assert_eq!(l, Learn::Known);
         assert_eq!(p.lookups, 2);
     }

@@ -974,13 +974,13 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
         None
     } else {
         if CHECKS {
-            let l = fdb.learn_key_probed(&p.src_key, ingress, now, ing.max_macs, probes);
+            let l = fdb.learn_key(&p.src_key, ingress, now, ing.max_macs, probes);
             if l == Learn::Limited {
                 return drop(DropReason::MacLimit);
             }
             Some(l)
         } else {
-            Some(fdb.learn_key_probed(&p.src_key, ingress, now, u32::MAX, probes))
+            Some(fdb.learn_key(&p.src_key, ingress, now, u32::MAX, probes))
         }
     };
     let vlan = p.vlan;
@@ -1010,7 +1010,7 @@ pub fn decide_prepared<const EDGE: bool, const CHECKS: bool>(
     } else {
         let vp = &bridge.vlans[usize::from(vlan & 0x0fff)];
         let mut as_is = false;
-        let action = match fdb.lookup_key_probed(&p.dst_key, probes) {
+        let action = match fdb.lookup_key(&p.dst_key, probes) {
             Some(q) if q == ingress => Action::Drop(DropReason::SameSegment),
             Some(q) if vp.live & bit(q) != 0 => {
                 as_is = p.form == u8::from(vp.untagged & bit(q) == 0);
@@ -1138,7 +1138,7 @@ fn flood(
     }
     let mut mask = bridge.vlans[usize::from(p.vlan & 0x0fff)].live & !bit(ingress);
     if vepa {
-        if let Some(src_port) = fdb.lookup_key_probed(&p.src_key, probes) {
+        if let Some(src_port) = fdb.lookup_key(&p.src_key, probes) {
             mask &= !bit(src_port);
         }
     }

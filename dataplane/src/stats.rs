@@ -297,11 +297,14 @@ impl Counters {
 
     /// Cycles per received packet over the busy iterations (0 when nothing was received).
     pub fn cycles_per_packet(&self) -> f64 {
-        let p = self.get(WorkerCounter::Packets);
-        if p == 0 {
-            0.0
-        } else {
-            self.get(WorkerCounter::BusyCycles) as f64 / p as f64
+        self.per(WorkerCounter::BusyCycles, WorkerCounter::Packets)
+    }
+
+    /// Counter `n` per unit of counter `d` (0 when `d` is 0).
+    pub fn per(&self, n: WorkerCounter, d: WorkerCounter) -> f64 {
+        match self.get(d) {
+            0 => 0.0,
+            d => self.get(n) as f64 / d as f64,
         }
     }
 }
